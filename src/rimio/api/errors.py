@@ -1,0 +1,42 @@
+"""The one place where errors become HTTP responses: JSON `{error: {code, message}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from rimio.errors import RangeNotSatisfiable, RimioError
+
+log = logging.getLogger("rimio.api")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    import json
+
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status=status, content_type="application/json")
+
+
+def install_error_handlers(app: QuartTrio) -> None:
+    @app.errorhandler(RimioError)
+    async def _rimio(exc: RimioError) -> Response:
+        resp = error_response(exc.status, exc.code, exc.message)
+        if isinstance(exc, RangeNotSatisfiable):
+            resp.headers["Content-Range"] = f"bytes */{exc.size}"
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return resp
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(status, code, exc.description or exc.name or "error")
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; see the node's log")

@@ -1,0 +1,1 @@
+"""Membership service, registry and replica client (Phase 2)."""

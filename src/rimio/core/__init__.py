@@ -1,0 +1,1 @@
+"""Pure logic: no I/O, no trio, no clock reads. Time is always a parameter."""

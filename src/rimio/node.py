@@ -1,0 +1,153 @@
+"""`Node`: one Rimio node, composed under one trio nursery.
+
+`async with Node(config) as node:` checks the configuration's disks and port,
+opens the store (cleaning up interrupted writes), starts the HTTP server on
+the node's one port and the background tasks; leaving the block stops
+accepting, lets in-flight requests finish (up to the graceful timeout) and
+closes the store. Tests, `rimio start` and embedding programs all use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import time
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from rimio.api.app import NodeView, create_app
+from rimio.config import Address, NodeConfig
+from rimio.errors import ConfigError
+from rimio.ops.objects import ObjectService
+from rimio.storage.store import LocalStore, check_disk_usable
+
+log = logging.getLogger("rimio.node")
+
+
+def check_port_free(addr: Address) -> None:
+    """Raise ConfigError if the node's port cannot be bound (before anything is written)."""
+    if addr.port == 0:
+        return
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((addr.host, addr.port))
+        except OSError as exc:
+            reason = ("address already in use" if exc.errno == errno.EADDRINUSE
+                      else exc.strerror or str(exc))
+            raise ConfigError(f"cannot listen on {addr}: {reason}") from None
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        storage = config.cluster.storage
+        self.store = LocalStore(
+            config.spec.disks,
+            total_slots=config.cluster.replication.total_slots,
+            part_size=storage.part_size_bytes,
+            io_threads=storage.io_threads,
+        )
+        self.objects = ObjectService(config, self.store)
+        self.address: Address = config.spec.advertise_addr
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._shutdown = trio.Event()
+        self._background = trio.CancelScope()
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address.host}]" if ":" in self.address.host else self.address.host
+        return f"http://{host}:{self.address.port}"
+
+    async def __aenter__(self) -> Node:
+        for disk in self.config.spec.disks:
+            check_disk_usable(disk)
+        check_port_free(self.config.spec.bind_addr)
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            await self._start_server(nursery)
+            nursery.start_soon(self._run_background)
+        except BaseException as exc:
+            self._shutdown.set()
+            self._background.cancel()
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._stack = stack
+        log.info("node %s serving on %s", self.node_id, self.url)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._shutdown.set()
+        self._background.cancel()
+        assert self._stack is not None
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    def stop(self) -> None:
+        """Begin a graceful stop; the `async with` block still has to be left."""
+        self._shutdown.set()
+
+    async def wait_stopped(self) -> None:
+        await self._shutdown.wait()
+
+    async def _start_server(self, nursery: trio.Nursery) -> None:
+        spec = self.config.spec
+        server = self.config.cluster.server
+        hconfig = HypercornConfig()
+        hconfig.bind = [str(spec.bind_addr)]
+        hconfig.graceful_timeout = server.graceful_timeout_seconds
+        hconfig.h11_max_incomplete_size = server.max_header_bytes
+        hconfig.accesslog = None
+        hconfig.errorlog = logging.getLogger("rimio.http")
+        hconfig.include_server_header = False
+        view = NodeView(
+            node_id=self.node_id,
+            cluster_name=self.config.cluster.name,
+            address=str(spec.advertise_addr),
+            objects=self.objects,
+        )
+        app = create_app(view)
+        binds: Any = await nursery.start(
+            partial(serve, app, hconfig, shutdown_trigger=self._shutdown.wait)  # type: ignore[arg-type]
+        )
+        if spec.bind_addr.port == 0 and binds:
+            port = int(str(binds[0]).rsplit(":", 1)[1])
+            host = spec.advertise_addr.host
+            self.address = Address(host, port)
+            object.__setattr__(view, "address", str(self.address))
+
+    async def _run_background(self) -> None:
+        with self._background:
+            await self._gc_loop()
+
+    async def _gc_loop(self) -> None:
+        storage = self.config.cluster.storage
+        while True:
+            await trio.sleep(storage.gc_interval_seconds)
+            try:
+                removed = await self.store.collect_garbage(time.time() - storage.gc_grace_seconds)
+            except Exception:
+                log.exception("garbage collection failed")
+                continue
+            if removed:
+                log.info("collected %d superseded generations", removed)

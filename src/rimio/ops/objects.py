@@ -1,0 +1,224 @@
+"""`ObjectService`: the coordinator of reads and writes on one node.
+
+It routes a path to its slot and replica set, chooses generations, streams
+bodies into the store, checks preconditions and write-id replays, and decides
+what a client sees. In this version a slot's replica set must be this node
+alone: a slot placed on other nodes answers 503 until replication between
+nodes lands (Phase 2).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rimio.config import NodeConfig
+from rimio.core.head import Head
+from rimio.core.paths import normalize_path
+from rimio.core.placement import replicas_for_slot
+from rimio.core.slots import slot_for_path
+from rimio.errors import BadRequest, Gone, NotFound, PayloadTooLarge, PreconditionFailed, QuorumLost
+from rimio.ops.cursor import decode_cursor, encode_cursor
+from rimio.storage.meta import CommitOutcome, Precondition
+from rimio.storage.store import LocalStore, StoredObject
+
+_WRITE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Chunks are gathered to this size before a worker thread writes them: fewer
+# thread hops per byte, and hashing runs off the event loop in big strides.
+_WRITE_BATCH = 1024 * 1024
+MAX_LIST_LIMIT = 10_000
+DEFAULT_LIST_LIMIT = 1000
+SLOT_EPOCH = 1  # the layout is fixed by the configuration in this version
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    path: str
+    slot_id: int
+    replicas: tuple[str, ...]
+    write_quorum: int
+    slot_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    path: str
+    body: AsyncIterator[bytes]
+    content_length: int | None = None
+    write_id: str | None = None
+    precondition: Precondition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    result: dict[str, Any]
+    replay: bool
+
+
+def validate_write_id(write_id: str | None) -> str | None:
+    if write_id is None:
+        return None
+    if not _WRITE_ID.match(write_id):
+        raise BadRequest("X-Rimio-Write-Id must be 1-128 characters of [A-Za-z0-9._:-]")
+    return write_id
+
+
+class ObjectService:
+    def __init__(
+        self, config: NodeConfig, store: LocalStore, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._wall_clock = wall_clock
+        self.max_object_bytes = config.cluster.storage.max_object_bytes
+
+    # -- routing ----------------------------------------------------------------
+
+    def resolve(self, raw_path: str) -> Resolution:
+        path = normalize_path(raw_path)
+        cluster = self._config.cluster
+        slot = slot_for_path(path, cluster.replication.total_slots)
+        layout = [n.node_id for n in cluster.nodes]
+        replicas = replicas_for_slot(slot, layout, cluster.effective_replicas)
+        return Resolution(path, slot, tuple(replicas), cluster.write_quorum, SLOT_EPOCH)
+
+    def _local_slot(self, raw_path: str) -> Resolution:
+        res = self.resolve(raw_path)
+        if res.replicas != (self._config.node_id,):
+            raise QuorumLost(
+                f"slot {res.slot_id} is placed on {', '.join(res.replicas)}; writes and reads "
+                "across nodes need replication, which this version does not have yet"
+            )
+        return res
+
+    # -- writes -----------------------------------------------------------------
+
+    async def put(self, req: PutRequest) -> WriteOutcome:
+        res = self._local_slot(req.path)
+        store, slot, path = self._store, res.slot_id, res.path
+        write_id = validate_write_id(req.write_id)
+        if req.content_length is not None and req.content_length > self.max_object_bytes:
+            raise PayloadTooLarge(f"the object is larger than {self.max_object_bytes} bytes")
+        if write_id is not None:
+            first = await store.write_result(slot, path, write_id)
+            if first is not None:
+                return WriteOutcome(first, replay=True)
+        if req.precondition is not None:
+            current = await store.current_head(slot, path)
+            if not req.precondition.holds(current):
+                raise PreconditionFailed("the object does not match the request's precondition")
+
+        session = await store.begin_write(slot, path, self._wall_clock())
+        try:
+            batch = bytearray()
+            async for chunk in req.body:
+                if session.size + len(batch) + len(chunk) > self.max_object_bytes:
+                    raise PayloadTooLarge(
+                        f"the object is larger than {self.max_object_bytes} bytes")
+                batch += chunk
+                if len(batch) >= _WRITE_BATCH:
+                    await session.write(batch)
+                    batch = bytearray()
+            if batch:
+                await session.write(batch)
+            parts, etag, size = await session.finish()
+            if req.content_length is not None and size != req.content_length:
+                raise BadRequest("the body is shorter than its Content-Length")
+            now = self._wall_clock()
+            head = Head(kind="meta", path=path, slot_id=slot, generation=session.generation,
+                        write_id=write_id or "", size_bytes=size, etag=etag,
+                        part_size=store.part_size, part_count=len(parts), timestamp=now)
+            result = {"path": path, "slot_id": slot, "generation": session.generation,
+                      "etag": etag, "size_bytes": size, "committed_replicas": 1}
+            outcome, first = await store.commit(slot, head, parts, now=now,
+                                                pending_id=session.pending_id,
+                                                precondition=req.precondition, result=result)
+        except BaseException:
+            await session.abort()
+            raise
+        if outcome is CommitOutcome.APPLIED:
+            return WriteOutcome(result, replay=False)
+        await session.abort()
+        if outcome is CommitOutcome.REPLAY:
+            assert first is not None
+            return WriteOutcome(first, replay=True)
+        if outcome is CommitOutcome.PRECONDITION_FAILED:
+            raise PreconditionFailed("the object changed; the precondition no longer holds")
+        # SUPERSEDED: a concurrent write with a higher generation won; ours is
+        # acknowledged as written and already overwritten, like any older write.
+        return WriteOutcome(result, replay=False)
+
+    async def delete(self, raw_path: str, write_id: str | None = None) -> WriteOutcome:
+        res = self._local_slot(raw_path)
+        store, slot, path = self._store, res.slot_id, res.path
+        write_id = validate_write_id(write_id)
+        if write_id is not None:
+            first = await store.write_result(slot, path, write_id)
+            if first is not None:
+                return WriteOutcome(first, replay=True)
+        current = await store.current_head(slot, path)
+        if current is None:
+            raise NotFound(f"{path} does not exist")
+        if current.deleted:
+            result = {"path": path, "slot_id": slot, "generation": current.generation,
+                      "deleted": True, "committed_replicas": 1}
+            return WriteOutcome(result, replay=False)
+        session = await store.begin_write(slot, path, self._wall_clock())
+        try:
+            now = self._wall_clock()
+            head = Head(kind="tombstone", path=path, slot_id=slot,
+                        generation=session.generation, write_id=write_id or "", timestamp=now)
+            result = {"path": path, "slot_id": slot, "generation": session.generation,
+                      "deleted": True, "committed_replicas": 1}
+            outcome, first = await store.commit(slot, head, [], now=now,
+                                                pending_id=session.pending_id, result=result)
+        except BaseException:
+            await session.abort()
+            raise
+        if outcome is not CommitOutcome.APPLIED:
+            await session.abort()
+        if outcome is CommitOutcome.REPLAY and first is not None:
+            return WriteOutcome(first, replay=True)
+        return WriteOutcome(result, replay=False)
+
+    # -- reads ------------------------------------------------------------------
+
+    async def open_read(self, raw_path: str) -> StoredObject:
+        """The current object at `path`; 404 if never written, 410 if deleted."""
+        res = self._local_slot(raw_path)
+        obj = await self._store.get_object(res.slot_id, res.path)
+        if obj is None:
+            raise NotFound(f"{res.path} does not exist")
+        if obj.head.deleted:
+            raise Gone(f"{res.path} was deleted")
+        return obj
+
+    def read(self, obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
+        return self._store.read_object(obj, start, end)
+
+    async def check_readable(self, obj: StoredObject) -> None:
+        await self._store.check_parts_present(obj)
+
+    async def list(
+        self, prefix: str, limit: int, cursor: str | None, include_deleted: bool
+    ) -> dict[str, Any]:
+        if len(prefix.encode("utf-8")) > 1024 or any(ord(c) < 0x20 or ord(c) == 0x7F
+                                                     for c in prefix):
+            raise BadRequest("prefix is longer than 1024 bytes or has control characters")
+        prefix = prefix.lstrip("/")
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        after = decode_cursor(cursor) if cursor else None
+        heads = await self._store.list_heads(prefix, after, limit + 1, include_deleted)
+        more = len(heads) > limit
+        heads = heads[:limit]
+        items = [
+            {"path": h.path, "generation": h.generation, "etag": h.etag or None,
+             "size_bytes": h.size_bytes, "deleted": h.deleted, "updated_at": h.timestamp}
+            for h in heads
+        ]
+        return {"items": items,
+                "next_cursor": encode_cursor(heads[-1].path) if more and heads else None}

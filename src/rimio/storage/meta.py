@@ -1,0 +1,334 @@
+"""The per-slot metadata database: `meta.sqlite3` with `file_entries`.
+
+One SQLite file per slot, in WAL mode with `synchronous=FULL`, so a head is
+durable once its transaction commits. `file_entries` holds one row per
+logical file of a blob: the head (`meta` or `tombstone`, inline JSON), one
+row per part, and `pending` rows that mark a write in progress so start-up
+can remove what an interrupted write left behind. `write_results` remembers
+the first answer to each `X-Rimio-Write-Id`.
+
+Methods block; the caller runs them in a worker thread and holds `lock`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from rimio.core.head import Head, beats
+from rimio.storage.parts import PartRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_entries (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    path          TEXT    NOT NULL,
+    generation    INTEGER NOT NULL,
+    entry_kind    TEXT    NOT NULL CHECK (entry_kind IN ('meta', 'tombstone', 'part', 'pending')),
+    part_index    INTEGER,
+    head_sha256   TEXT,
+    is_current    INTEGER NOT NULL DEFAULT 0,
+    head_json     TEXT,
+    write_id      TEXT,
+    sha256        TEXT,
+    size_bytes    INTEGER,
+    local_path    TEXT,
+    archive_url   TEXT,
+    compression   TEXT,
+    created_at    REAL    NOT NULL,
+    superseded_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS fe_current ON file_entries(path) WHERE is_current = 1;
+CREATE INDEX IF NOT EXISTS fe_path_gen ON file_entries(path, generation);
+CREATE INDEX IF NOT EXISTS fe_superseded ON file_entries(superseded_at)
+    WHERE superseded_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS fe_pending ON file_entries(entry_kind) WHERE entry_kind = 'pending';
+CREATE TABLE IF NOT EXISTS write_results (
+    path        TEXT NOT NULL,
+    write_id    TEXT NOT NULL,
+    result_json TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (path, write_id)
+);
+"""
+
+
+class CommitOutcome(Enum):
+    APPLIED = "applied"  # the head is now the winner
+    SUPERSEDED = "superseded"  # a better head was already there; nothing changed
+    REPLAY = "replay"  # the write id was already answered
+    PRECONDITION_FAILED = "precondition_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What the current winner must look like for a write to go ahead."""
+
+    if_match: tuple[str, ...] | None = None  # etags, or ("*",)
+    if_none_match_any: bool = False  # `If-None-Match: *`
+
+    def holds(self, current: Head | None) -> bool:
+        live = current is not None and not current.deleted
+        if self.if_none_match_any and live:
+            return False
+        if self.if_match is not None:
+            if not live or current is None:
+                return False
+            if "*" not in self.if_match and current.etag not in self.if_match:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    id: int
+    path: str
+    generation: int
+    gen_dir: str
+
+
+class SlotMeta:
+    """The metadata of one slot. Not thread-safe by itself: hold `lock`."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.lock = threading.Lock()
+        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- heads ----------------------------------------------------------------
+
+    def current_head(self, path: str) -> Head | None:
+        row = self._db.execute(
+            "SELECT head_json FROM file_entries WHERE path = ? AND is_current = 1", (path,)
+        ).fetchone()
+        return None if row is None else Head.from_dict(json.loads(row[0]))
+
+    def parts_of(self, head: Head) -> list[PartRecord]:
+        rows = self._db.execute(
+            "SELECT part_index, sha256, size_bytes, local_path FROM file_entries "
+            "WHERE path = ? AND generation = ? AND entry_kind = 'part' AND head_sha256 = ? "
+            "ORDER BY part_index",
+            (head.path, head.generation, head.sha256),
+        ).fetchall()
+        return [PartRecord(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+
+    def write_result(self, path: str, write_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT result_json FROM write_results WHERE path = ? AND write_id = ?",
+            (path, write_id),
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def max_generation(self, path: str) -> int:
+        row = self._db.execute(
+            "SELECT MAX(generation) FROM file_entries WHERE path = ?", (path,)
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- writes ---------------------------------------------------------------
+
+    def begin_pending(self, path: str, blob_dir: str, now: float) -> PendingWrite:
+        """Reserve the next generation of `path` and mark the write in progress.
+
+        The pending row itself counts in `max_generation`, so two writes that
+        start one after the other never get the same generation.
+        """
+        generation = self.max_generation(path) + 1
+        gen_dir = f"{blob_dir}/g.{generation}"
+        cur = self._db.execute(
+            "INSERT INTO file_entries (path, generation, entry_kind, local_path, created_at) "
+            "VALUES (?, ?, 'pending', ?, ?)",
+            (path, generation, gen_dir, now),
+        )
+        return PendingWrite(int(cur.lastrowid or 0), path, generation, gen_dir)
+
+    def drop_pending(self, pending_id: int) -> None:
+        self._db.execute(
+            "DELETE FROM file_entries WHERE id = ? AND entry_kind = 'pending'", (pending_id,)
+        )
+
+    def pending(self) -> list[PendingWrite]:
+        rows = self._db.execute(
+            "SELECT id, path, generation, local_path FROM file_entries "
+            "WHERE entry_kind = 'pending'"
+        ).fetchall()
+        return [PendingWrite(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+
+    def referenced_files(self, path: str, generation: int) -> set[str]:
+        rows = self._db.execute(
+            "SELECT local_path FROM file_entries "
+            "WHERE path = ? AND generation = ? AND entry_kind = 'part'",
+            (path, generation),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def commit(
+        self,
+        head: Head,
+        parts: Sequence[PartRecord],
+        *,
+        now: float,
+        pending_id: int | None = None,
+        precondition: Precondition | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> tuple[CommitOutcome, dict[str, Any] | None]:
+        """Apply `head` atomically if it beats the current one.
+
+        Returns the outcome and, for a replay, the first result recorded for
+        the write id. The pending marker is dropped in the same transaction.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Outcomes other than APPLIED leave the pending marker in place: the
+            # caller removes the files first and the marker after, so a crash in
+            # between still gets cleaned up at start-up.
+            if head.write_id:
+                first = self.write_result(head.path, head.write_id)
+                if first is not None:
+                    db.execute("COMMIT")
+                    return CommitOutcome.REPLAY, first
+            current = self.current_head(head.path)
+            if precondition is not None and not precondition.holds(current):
+                db.execute("COMMIT")
+                return CommitOutcome.PRECONDITION_FAILED, None
+            if not beats(head, current):
+                # The write happened but a better head already won; remember the
+                # answer so a replay of the write id does not write again.
+                self._record_result(head, result, now)
+                db.execute("COMMIT")
+                return CommitOutcome.SUPERSEDED, None
+            if pending_id is not None:
+                db.execute("DELETE FROM file_entries WHERE id = ?", (pending_id,))
+            if current is not None:
+                db.execute(
+                    "UPDATE file_entries SET is_current = 0, superseded_at = ? "
+                    "WHERE path = ? AND is_current = 1",
+                    (now, head.path),
+                )
+            db.execute(
+                "INSERT INTO file_entries (path, generation, entry_kind, head_sha256, is_current,"
+                " head_json, write_id, size_bytes, created_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                (head.path, head.generation, head.kind, head.sha256,
+                 json.dumps(head.to_dict(), sort_keys=True), head.write_id or None,
+                 head.size_bytes, now),
+            )
+            db.executemany(
+                "INSERT INTO file_entries (path, generation, entry_kind, part_index, head_sha256,"
+                " sha256, size_bytes, local_path, created_at)"
+                " VALUES (?, ?, 'part', ?, ?, ?, ?, ?, ?)",
+                [(head.path, head.generation, p.index, head.sha256, p.sha256, p.size_bytes,
+                  p.local_path, now) for p in parts],
+            )
+            self._record_result(head, result, now)
+            db.execute("COMMIT")
+            return CommitOutcome.APPLIED, None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _record_result(self, head: Head, result: dict[str, Any] | None, now: float) -> None:
+        if head.write_id and result is not None:
+            self._db.execute(
+                "INSERT INTO write_results (path, write_id, result_json, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (head.path, head.write_id, json.dumps(result), now),
+            )
+
+    # -- listing --------------------------------------------------------------
+
+    def list_current(
+        self, prefix: str, after: str | None, limit: int, include_deleted: bool
+    ) -> list[Head]:
+        clauses = ["is_current = 1"]
+        args: list[Any] = []
+        if prefix:
+            clauses.append("path >= ?")
+            args.append(prefix)
+            upper = _prefix_upper_bound(prefix)
+            if upper is not None:
+                clauses.append("path < ?")
+                args.append(upper)
+        if after is not None:
+            clauses.append("path > ?")
+            args.append(after)
+        if not include_deleted:
+            clauses.append("entry_kind = 'meta'")
+        args.append(limit)
+        rows = self._db.execute(
+            f"SELECT head_json FROM file_entries WHERE {' AND '.join(clauses)} "
+            "ORDER BY path LIMIT ?",
+            args,
+        ).fetchall()
+        return [Head.from_dict(json.loads(r[0])) for r in rows]
+
+    # -- garbage --------------------------------------------------------------
+
+    def superseded_before(self, cutoff: float, limit: int) -> list[tuple[str, int, str]]:
+        """(path, generation, head_sha256) of heads superseded before `cutoff`."""
+        rows = self._db.execute(
+            "SELECT path, generation, head_sha256 FROM file_entries "
+            "WHERE superseded_at IS NOT NULL AND superseded_at < ? AND is_current = 0 "
+            "AND entry_kind IN ('meta', 'tombstone') LIMIT ?",
+            (cutoff, limit),
+        ).fetchall()
+        return [(r[0], int(r[1]), r[2]) for r in rows]
+
+    def forget_head(self, path: str, generation: int, head_sha: str) -> list[str]:
+        """Delete a superseded head and its part rows; return the part files to unlink."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute(
+                "SELECT local_path FROM file_entries WHERE path = ? AND generation = ? "
+                "AND head_sha256 = ? AND entry_kind = 'part'",
+                (path, generation, head_sha),
+            ).fetchall()
+            db.execute(
+                "DELETE FROM file_entries WHERE path = ? AND generation = ? AND head_sha256 = ? "
+                "AND is_current = 0",
+                (path, generation, head_sha),
+            )
+            # A file still referenced by another head row (a retry that reused it) stays.
+            still = {
+                r[0]
+                for r in db.execute(
+                    "SELECT local_path FROM file_entries WHERE path = ? AND generation = ? "
+                    "AND entry_kind = 'part'",
+                    (path, generation),
+                ).fetchall()
+            }
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return [r[0] for r in rows if r[0] not in still]
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """Smallest string greater than every string that starts with `prefix`."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:
+                nxt = 0xE000
+            chars[-1] = chr(nxt)
+            return "".join(chars)
+        chars.pop()
+    return None

@@ -1,0 +1,181 @@
+"""Part files: durable, content-named files holding an object's bytes.
+
+Every method here blocks (file I/O, fsync) and is meant to run in a worker
+thread. A part is written to a temp name in its generation directory,
+fsynced, renamed to `part.<index:08>.<sha256>`, and the directory is fsynced,
+so a crash leaves either no part or a whole one. New directories are fsynced
+into their parents too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    index: int
+    sha256: str
+    size_bytes: int
+    local_path: str  # relative to the slot directory
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path) -> None:
+    """Create `path` and missing parents, fsyncing each parent that gained an entry."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)
+        fsync_dir(d.parent)
+
+
+def part_name(index: int, sha256: str) -> str:
+    return f"part.{index:08d}.{sha256}"
+
+
+class ObjectWriter:
+    """Streams an object's bytes into part files of one generation directory.
+
+    `write` may be called with chunks of any size; parts are cut at
+    `part_size`. `finish` seals the last part and returns the records;
+    `abort` removes every file this writer created.
+    """
+
+    def __init__(self, slot_dir: Path, gen_dir_rel: str, part_size: int) -> None:
+        self._slot_dir = slot_dir
+        self._gen_rel = gen_dir_rel
+        self._gen_dir = slot_dir / gen_dir_rel
+        self._part_size = part_size
+        self._object_hash = hashlib.sha256()
+        self._size = 0
+        self._records: list[PartRecord] = []
+        self._created: list[Path] = []
+        self._temp: Path | None = None
+        self._fd: int | None = None
+        self._part_hash = hashlib.sha256()
+        self._part_len = 0
+        self._dir_ready = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while len(view):
+            if self._fd is None:
+                self._open_part()
+            room = self._part_size - self._part_len
+            chunk = view[:room]
+            assert self._fd is not None
+            written = 0
+            while written < len(chunk):
+                written += os.write(self._fd, chunk[written:])
+            self._part_hash.update(chunk)
+            self._object_hash.update(chunk)
+            self._part_len += len(chunk)
+            self._size += len(chunk)
+            view = view[len(chunk):]
+            if self._part_len == self._part_size:
+                self._seal_part()
+
+    def finish(self) -> tuple[list[PartRecord], str, int]:
+        """Seal the last part; return (parts, etag, size)."""
+        if self._fd is not None and self._part_len > 0:
+            self._seal_part()
+        if self._dir_ready:
+            fsync_dir(self._gen_dir)
+        return list(self._records), self._object_hash.hexdigest(), self._size
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temp)
+            self._temp = None
+        for path in self._created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._created.clear()
+        with contextlib.suppress(OSError):
+            os.rmdir(self._gen_dir)  # only succeeds when nobody else uses it
+
+    def _open_part(self) -> None:
+        if not self._dir_ready:
+            ensure_dir(self._gen_dir)
+            self._dir_ready = True
+        self._temp = self._gen_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._part_hash = hashlib.sha256()
+        self._part_len = 0
+
+    def _seal_part(self) -> None:
+        assert self._fd is not None and self._temp is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        index = len(self._records)
+        sha = self._part_hash.hexdigest()
+        name = part_name(index, sha)
+        final = self._gen_dir / name
+        if final.exists():
+            # Same content at the same place: a retry; reuse the existing file.
+            os.unlink(self._temp)
+        else:
+            os.rename(self._temp, final)
+            self._created.append(final)
+        self._temp = None
+        self._records.append(
+            PartRecord(index, sha, self._part_len, f"{self._gen_rel}/{name}")
+        )
+
+
+def read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def remove_files(slot_dir: Path, rel_paths: list[str]) -> None:
+    """Unlink files (missing ones are fine) and prune directories left empty."""
+    dirs: set[Path] = set()
+    for rel in rel_paths:
+        path = slot_dir / rel
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        dirs.add(path.parent)
+    for d in dirs:
+        prune_empty_dirs(d, slot_dir)
+
+
+def prune_empty_dirs(start: Path, stop: Path) -> None:
+    """rmdir `start` and its empty parents, never going above `stop/blobs`."""
+    limit = stop / "blobs"
+    d = start
+    while d != limit and limit in d.parents:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+        d = d.parent

@@ -1,0 +1,347 @@
+"""`LocalStore`: the node's disks seen from trio.
+
+Owns the slot directories on the configured disks, one `SlotMeta` per slot
+(opened lazily and kept open), the worker-thread limiter through which every
+blocking call goes, start-up recovery of interrupted writes, and garbage
+collection of superseded generations. Nothing here knows about HTTP or about
+other nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from rimio.core.head import Head
+from rimio.core.parts import spans_for_range
+from rimio.core.paths import disk_segments
+from rimio.errors import ConfigError, RimioError
+from rimio.storage.meta import CommitOutcome, PendingWrite, Precondition, SlotMeta
+from rimio.storage.parts import (
+    TEMP_PREFIX,
+    ObjectWriter,
+    PartRecord,
+    ensure_dir,
+    prune_empty_dirs,
+    read_range,
+    remove_files,
+)
+
+T = TypeVar("T")
+
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """A committed head with the part files that hold its bytes."""
+
+    head: Head
+    parts: tuple[PartRecord, ...]
+    slot_dir: Path
+
+
+class StorageCorrupt(RimioError):
+    status = 500
+    code = "storage_corrupt"
+
+
+def check_disk_usable(path: Path) -> None:
+    """Raise ConfigError unless `path` is (or can become) a writable directory.
+
+    Writes nothing: it only looks at the path and its nearest existing parent.
+    """
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if p == path and not path.is_dir():
+        raise ConfigError(f"disk {path} exists and is not a directory")
+    if not p.is_dir():
+        raise ConfigError(f"disk {path}: {p} is not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"disk {path}: {p} is not writable")
+
+
+class LocalStore:
+    def __init__(
+        self, disks: Sequence[Path], *, total_slots: int, part_size: int, io_threads: int = 8
+    ) -> None:
+        if not disks:
+            raise ConfigError("a node needs at least one disk")
+        self._disks = [Path(d) for d in disks]
+        self.total_slots = total_slots
+        self.part_size = part_size
+        self._limiter = trio.CapacityLimiter(io_threads)
+        self._slots: dict[int, SlotMeta] = {}
+        self._slot_dirs: dict[int, Path] = {}
+        self._open_lock = trio.Lock()
+        self.recovered_writes = 0
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the disk layout, find existing slots and clean interrupted writes."""
+        for disk in self._disks:
+            check_disk_usable(disk)
+        await self._thread(self._open_sync)
+
+    def _open_sync(self) -> None:
+        for disk in self._disks:
+            try:
+                ensure_dir(disk / "slots")
+            except OSError as exc:
+                raise ConfigError(f"disk {disk} is not usable: {exc.strerror or exc}") from None
+            probe = disk / f"{TEMP_PREFIX}probe"
+            try:
+                with open(probe, "wb") as f:
+                    f.write(b"ok")
+                    os.fsync(f.fileno())
+                os.unlink(probe)
+            except OSError as exc:
+                raise ConfigError(f"disk {disk} is not writable: {exc.strerror or exc}") from None
+        for disk in self._disks:
+            for entry in os.scandir(disk / "slots"):
+                if entry.is_dir() and entry.name.isdigit():
+                    slot = int(entry.name)
+                    if slot < self.total_slots and slot not in self._slot_dirs:
+                        self._slot_dirs[slot] = Path(entry.path)
+        for slot in sorted(self._slot_dirs):
+            meta = self._open_slot_sync(slot)
+            for pending in meta.pending():
+                self._discard_pending_sync(slot, meta, pending)
+                self.recovered_writes += 1
+
+    async def close(self) -> None:
+        for meta in self._slots.values():
+            with meta.lock:
+                meta.close()
+        self._slots.clear()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def slot_dir(self, slot: int) -> Path:
+        known = self._slot_dirs.get(slot)
+        if known is not None:
+            return known
+        return self._disks[slot % len(self._disks)] / "slots" / str(slot)
+
+    def _open_slot_sync(self, slot: int) -> SlotMeta:
+        meta = self._slots.get(slot)
+        if meta is None:
+            d = self.slot_dir(slot)
+            ensure_dir(d)
+            meta = SlotMeta(d / "meta.sqlite3")
+            self._slots[slot] = meta
+            self._slot_dirs[slot] = d
+        return meta
+
+    async def _meta(self, slot: int) -> SlotMeta:
+        meta = self._slots.get(slot)
+        if meta is not None:
+            return meta
+        async with self._open_lock:
+            return await self._thread(self._open_slot_sync, slot)
+
+    async def _with_slot(self, slot: int, fn: Callable[..., T], *args: Any) -> T:
+        meta = await self._meta(slot)
+
+        def locked() -> T:
+            with meta.lock:
+                return fn(meta, *args)
+
+        return await self._thread(locked)
+
+    # -- reads ------------------------------------------------------------------
+
+    async def current_head(self, slot: int, path: str) -> Head | None:
+        return await self._with_slot(slot, SlotMeta.current_head, path)
+
+    async def max_generation(self, slot: int, path: str) -> int:
+        return await self._with_slot(slot, SlotMeta.max_generation, path)
+
+    async def write_result(self, slot: int, path: str, write_id: str) -> dict[str, Any] | None:
+        return await self._with_slot(slot, SlotMeta.write_result, path, write_id)
+
+    async def get_object(self, slot: int, path: str) -> StoredObject | None:
+        def fetch(meta: SlotMeta) -> StoredObject | None:
+            head = meta.current_head(path)
+            if head is None:
+                return None
+            parts = tuple(meta.parts_of(head)) if head.kind == "meta" else ()
+            return StoredObject(head, parts, self.slot_dir(slot))
+
+        obj = await self._with_slot(slot, fetch)
+        if obj is not None and len(obj.parts) != obj.head.part_count:
+            raise StorageCorrupt(f"{path}: head names {obj.head.part_count} parts, "
+                                 f"{len(obj.parts)} are recorded")
+        return obj
+
+    async def read_object(self, obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
+        """Yield bytes `[start, end]` of a stored object in chunks of at most 1 MiB."""
+        parts = {p.index: p for p in obj.parts}
+        for span in spans_for_range(start, end, obj.head.part_size):
+            part = parts[span.index]
+            path = obj.slot_dir / part.local_path
+            offset, remaining = span.offset, span.length
+            while remaining > 0:
+                n = min(READ_CHUNK, remaining)
+                try:
+                    data = await self._thread(read_range, path, offset, n)
+                except FileNotFoundError:
+                    raise StorageCorrupt(f"part file {part.local_path} is missing") from None
+                if len(data) != n:
+                    raise StorageCorrupt(f"part file {part.local_path} is truncated")
+                yield data
+                offset += n
+                remaining -= n
+
+    async def check_parts_present(self, obj: StoredObject) -> None:
+        def check() -> str | None:
+            for p in obj.parts:
+                try:
+                    if os.stat(obj.slot_dir / p.local_path).st_size != p.size_bytes:
+                        return f"part file {p.local_path} has the wrong size"
+                except FileNotFoundError:
+                    return f"part file {p.local_path} is missing"
+            return None
+
+        problem = await self._thread(check)
+        if problem is not None:
+            raise StorageCorrupt(problem)
+
+    async def list_heads(
+        self, prefix: str, after: str | None, limit: int, include_deleted: bool
+    ) -> list[Head]:
+        """Current heads across every slot on this node, sorted by path."""
+
+        def scan() -> list[Head]:
+            found: list[Head] = []
+            for slot in sorted(self._slot_dirs):
+                meta = self._slots.get(slot) or self._open_slot_sync(slot)
+                with meta.lock:
+                    found.extend(meta.list_current(prefix, after, limit, include_deleted))
+            found.sort(key=lambda h: h.path)
+            return found[:limit]
+
+        async with self._open_lock:
+            return await self._thread(scan)
+
+    # -- writes -----------------------------------------------------------------
+
+    async def begin_write(self, slot: int, path: str, now: float) -> WriteSession:
+        """Start writing the next generation of `path` on this node."""
+        blob_dir = "/".join(["blobs", *disk_segments(path)])
+        pending = await self._with_slot(slot, SlotMeta.begin_pending, path, blob_dir, now)
+        writer = ObjectWriter(self.slot_dir(slot), pending.gen_dir, self.part_size)
+        return WriteSession(self, slot, pending, writer)
+
+    async def commit(
+        self,
+        slot: int,
+        head: Head,
+        parts: Sequence[PartRecord],
+        *,
+        now: float,
+        pending_id: int | None = None,
+        precondition: Precondition | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> tuple[CommitOutcome, dict[str, Any] | None]:
+        def do(meta: SlotMeta) -> tuple[CommitOutcome, dict[str, Any] | None]:
+            return meta.commit(head, parts, now=now, pending_id=pending_id,
+                               precondition=precondition, result=result)
+
+        return await self._with_slot(slot, do)
+
+    async def drop_pending(self, slot: int, pending_id: int) -> None:
+        await self._with_slot(slot, SlotMeta.drop_pending, pending_id)
+
+    def _discard_pending_sync(self, slot: int, meta: SlotMeta, pending: PendingWrite) -> None:
+        """Remove the files of an interrupted write that no committed head uses."""
+        slot_dir = self.slot_dir(slot)
+        gen_dir = slot_dir / pending.gen_dir
+        keep = meta.referenced_files(pending.path, pending.generation)
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(gen_dir):
+                rel = f"{pending.gen_dir}/{entry.name}"
+                if entry.is_file() and rel not in keep:
+                    os.unlink(entry.path)
+        prune_empty_dirs(gen_dir, slot_dir)
+        meta.drop_pending(pending.id)
+
+    # -- garbage ----------------------------------------------------------------
+
+    async def collect_garbage(self, cutoff: float, batch: int = 256) -> int:
+        """Remove superseded heads (and their parts) older than `cutoff`."""
+        removed = 0
+        for slot in sorted(self._slot_dirs):
+            meta = await self._meta(slot)
+            slot_dir = self.slot_dir(slot)
+
+            def sweep(meta: SlotMeta = meta, slot_dir: Path = slot_dir) -> int:
+                with meta.lock:
+                    victims = meta.superseded_before(cutoff, batch)
+                    files: list[str] = []
+                    for path, gen, sha in victims:
+                        files.extend(meta.forget_head(path, gen, sha))
+                remove_files(slot_dir, files)
+                return len(victims)
+
+            removed += await self._thread(sweep)
+        return removed
+
+
+class WriteSession:
+    """One object being written into one slot; commit or abort it exactly once."""
+
+    def __init__(self, store: LocalStore, slot: int, pending: PendingWrite,
+                 writer: ObjectWriter) -> None:
+        self._store = store
+        self.slot = slot
+        self.pending_id = pending.id
+        self.generation = pending.generation
+        self._writer = writer
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    async def write(self, data: bytes | bytearray) -> None:
+        try:
+            await self._store._thread(self._writer.write, data)
+        except OSError as exc:
+            raise _disk_error(exc) from None
+
+    async def finish(self) -> tuple[list[PartRecord], str, int]:
+        try:
+            return await self._store._thread(self._writer.finish)
+        except OSError as exc:
+            raise _disk_error(exc) from None
+
+    async def abort(self) -> None:
+        """Remove what this write put on disk; runs even when cancelled."""
+        with trio.CancelScope(shield=True):
+            await self._store._thread(self._writer.abort)
+            await self._store.drop_pending(self.slot, self.pending_id)
+
+
+class InsufficientStorage(RimioError):
+    status = 507
+    code = "insufficient_storage"
+
+
+def _disk_error(exc: OSError) -> RimioError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("the disk is full")
+    return RimioError(f"disk error: {exc.strerror or exc}")

@@ -1,0 +1,1 @@
+"""In-process cluster harness for tests and for programs that embed Rimio."""
