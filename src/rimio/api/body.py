@@ -54,3 +54,16 @@ class BackpressureHTTPConnection(TrioASGIHTTPConnection):  # type: ignore[misc]
             elif message["type"] == "http.disconnect":
                 break
         nursery.cancel_scope.cancel()
+
+
+def close_if_body_unread(request: Any, response: Any) -> Any:
+    """Mark a response `Connection: close` when the request body was not read.
+
+    A response sent before the whole body arrived (an early error, a write-id
+    replay) leaves unread bytes on the connection; the client must not reuse
+    it, or its next request would be parsed as the rest of this body.
+    """
+    body = getattr(request, "body", None)
+    if isinstance(body, BoundedBody) and not body._complete.is_set():
+        response.headers["Connection"] = "close"
+    return response

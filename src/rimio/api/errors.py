@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from quart import Response
@@ -14,8 +15,6 @@ log = logging.getLogger("rimio.api")
 
 
 def error_response(status: int, code: str, message: str) -> Response:
-    import json
-
     body = json.dumps({"error": {"code": code, "message": message}})
     return Response(body, status=status, content_type="application/json")
 

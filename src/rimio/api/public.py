@@ -109,8 +109,7 @@ def public_routes(view: NodeView) -> Blueprint:
                                   args.get("cursor") or None, include in ("true", "1"))
         return json_response(page)
 
-    @bp.route("/api/v1/blobs/", methods=["GET", "HEAD", "PUT", "DELETE"])
-    @bp.route("/api/v1/blobs/<path:_unused>", methods=["GET", "HEAD", "PUT", "DELETE"])
+    @bp.route("/api/v1/blobs/<anypath:_unused>", methods=["GET", "HEAD", "PUT", "DELETE"])
     async def blob(_unused: str = "") -> Response:
         path = _blob_path()
         if request.method == "PUT":

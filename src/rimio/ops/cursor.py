@@ -17,6 +17,10 @@ def decode_cursor(cursor: str) -> str:
         raise BadRequest("cursor is too long")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        path = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        decoded = path.decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
-        raise BadRequest("cursor is not one this server issued") from None
+        decoded = ""
+    if not decoded:
+        raise BadRequest("cursor is not one this server issued")
+    return decoded

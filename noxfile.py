@@ -1,0 +1,38 @@
+"""Developer sessions: tests, lint, typecheck, bench."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite; pass pytest options after `--`, e.g. `-- -m "not process"`."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6,<0.18")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against a plain-Python baseline; writes benchmarks/RESULTS.md.
+
+    `nox -s bench -- --quick` for a short run.
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/bench_single_node.py", "--out", "benchmarks/RESULTS.md",
+                *session.posargs)

@@ -1,0 +1,95 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rimio.config import load_config, parse_config
+from rimio.errors import ConfigError
+
+BASE: dict[str, Any] = {
+    "cluster": {"name": "edge"},
+    "initial_cluster": {
+        "nodes": [
+            {"node_id": "node-1", "bind_addr": "127.0.0.1:19080",
+             "advertise_addr": "127.0.0.1:19080", "disks": [{"path": "d1"}]},
+            {"node_id": "node-2", "bind_addr": "127.0.0.1:19081", "disks": [{"path": "/abs/d2"}]},
+        ],
+        "replication": {"replicas": 3, "min_write_replicas": 2, "total_slots": 2048},
+    },
+}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    import copy
+
+    cfg = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        target = cfg
+        keys = dotted.split("__")
+        for k in keys[:-1]:
+            target = target[int(k)] if isinstance(target, list) else target[k]
+        if value is ...:
+            del target[keys[-1]]
+        else:
+            target[keys[-1]] = value
+    return cfg
+
+
+def test_parses_the_design_example(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(BASE))
+    cfg = load_config(f)
+    assert cfg.name == "edge"
+    assert [n.node_id for n in cfg.nodes] == ["node-1", "node-2"]
+    assert cfg.nodes[0].disks == (tmp_path / "d1",)
+    assert cfg.nodes[1].disks == (Path("/abs/d2"),)
+    assert str(cfg.nodes[1].advertise_addr) == "127.0.0.1:19081"
+    assert cfg.effective_replicas == 2
+    assert cfg.write_quorum == 2
+    assert cfg.node("node-2").spec.bind_addr.port == 19081
+
+
+def test_default_quorum_is_majority() -> None:
+    cfg = parse_config(_with(initial_cluster__replication={"replicas": 3}), Path("/"))
+    assert cfg.effective_replicas == 2 and cfg.write_quorum == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"cluster": ...}, "missing required key 'cluster'"),
+        ({"extra": 1}, "unknown key 'extra'"),
+        ({"cluster__name": ""}, "cluster.name"),
+        ({"initial_cluster__nodes": []}, "non-empty list"),
+        ({"initial_cluster__nodes__0__bind_addr": "nowhere"}, "host:port"),
+        ({"initial_cluster__nodes__0__bind_addr": "h:70000"}, "out of range"),
+        ({"initial_cluster__nodes__0__disks": []}, "disks"),
+        ({"initial_cluster__nodes__1__node_id": "node-1"}, "appears twice"),
+        ({"initial_cluster__nodes__1__bind_addr": "127.0.0.1:19080"}, "used by two nodes"),
+        ({"initial_cluster__replication__replicas": 0}, "replication.replicas"),
+        ({"initial_cluster__replication__min_write_replicas": 3}, "min_write_replicas"),
+        ({"initial_cluster__replication__total_slots": "many"}, "expected an integer"),
+        ({"storage": {"part_size_bytes": 1}}, "part_size_bytes"),
+    ],
+)
+def test_bad_configs_name_the_problem(changes: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(**changes), Path("/"))
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_node_id() -> None:
+    cfg = parse_config(BASE, Path("/"))
+    with pytest.raises(ConfigError, match="unknown node id 'node-9'"):
+        cfg.node("node-9")
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cluster: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
