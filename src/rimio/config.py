@@ -7,6 +7,7 @@ that names the offending key. Relative disk paths are relative to the file.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from rimio.core.keyring import KeyRing, KeyRingError
 from rimio.core.slots import DEFAULT_TOTAL_SLOTS
+from rimio.core.swim import SwimConfig
 from rimio.errors import ConfigError
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -83,6 +86,15 @@ class ClusterConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     key_file: Path | None = None
+    # Overrides of the SWIM/Lifeguard knobs (`rimio.core.swim.SwimConfig` fields).
+    membership: tuple[tuple[str, float | int | bool], ...] = ()
+
+    def swim_config(self) -> SwimConfig:
+        overrides: dict[str, Any] = dict(self.membership)
+        return SwimConfig(cluster=self.name, **overrides)
+
+    def keyring(self) -> KeyRing | None:
+        return None if self.key_file is None else load_keyring(self.key_file)
 
     @property
     def effective_replicas(self) -> int:
@@ -140,6 +152,43 @@ def single_node_config(
 
 
 # -- parsing ----------------------------------------------------------------
+
+
+def load_keyring(path: Path) -> KeyRing:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not readable text"
+        raise ConfigError(f"cannot read cluster key file {path}: {reason}") from None
+    try:
+        return KeyRing.parse(text)
+    except KeyRingError as exc:
+        raise ConfigError(f"cluster key file {path}: {exc}") from None
+
+
+_SWIM_FIELDS = {f.name: f.default for f in dataclasses.fields(SwimConfig) if f.name != "cluster"}
+
+
+def _parse_membership(raw: Any) -> tuple[tuple[str, float | int | bool], ...]:
+    m = _mapping(raw, "membership", set(_SWIM_FIELDS), set())
+    out: list[tuple[str, float | int | bool]] = []
+    for key, value in m.items():
+        default = _SWIM_FIELDS[key]
+        where = f"membership.{key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            out.append((key, value))
+        elif isinstance(default, int):
+            out.append((key, _int(value, where, 0, 1 << 31)))
+        else:
+            out.append((key, _num(value, where, 0, 1e9)))
+    try:
+        checked: dict[str, Any] = dict(out)
+        SwimConfig(**checked)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"membership: {exc}") from None
+    return tuple(sorted(out))
 
 
 def load_config(path: str | Path) -> ClusterConfig:
@@ -200,13 +249,16 @@ def _path(value: Any, where: str, base_dir: Path) -> Path:
 
 
 def parse_config(raw: Any, base_dir: Path) -> ClusterConfig:
-    top = _mapping(raw, "config", {"cluster", "initial_cluster", "storage", "server"},
+    top = _mapping(raw, "config",
+                   {"cluster", "initial_cluster", "storage", "server", "membership"},
                    {"cluster", "initial_cluster"})
     cl = _mapping(top["cluster"], "cluster", {"name", "key_file"}, {"name"})
     name = _str(cl["name"], "cluster.name")
     if not _CLUSTER_NAME.match(name):
         raise ConfigError("cluster.name: use letters, digits, '.', '_' or '-' (max 63)")
     key_file = _path(cl["key_file"], "cluster.key_file", base_dir) if "key_file" in cl else None
+    if key_file is not None:
+        load_keyring(key_file)  # refuse a missing or malformed key file now
 
     ic = _mapping(top["initial_cluster"], "initial_cluster", {"nodes", "replication"}, {"nodes"})
     raw_nodes = ic["nodes"]
@@ -279,5 +331,7 @@ def parse_config(raw: Any, base_dir: Path) -> ClusterConfig:
             max_header_bytes=_int(sv.get("max_header_bytes", server.max_header_bytes),
                                   "server.max_header_bytes", 1024, 1 << 20),
         )
+    membership = _parse_membership(top["membership"]) if "membership" in top else ()
     return ClusterConfig(name=name, nodes=tuple(nodes), replication=replication,
-                         storage=storage, server=server, key_file=key_file)
+                         storage=storage, server=server, key_file=key_file,
+                         membership=membership)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
+import os
 import socket
 import time
+from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -23,8 +27,11 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from rimio.api.app import NodeView, create_app
+from rimio.cluster.membership import MembershipService
 from rimio.config import Address, NodeConfig
 from rimio.errors import ConfigError
+from rimio.net.http import HttpTransport
+from rimio.net.transport import Transport
 from rimio.ops.objects import ObjectService
 from rimio.storage.store import LocalStore, check_disk_usable
 
@@ -46,9 +53,50 @@ def check_port_free(addr: Address) -> None:
             raise ConfigError(f"cannot listen on {addr}: {reason}") from None
 
 
+NODE_FILE = "node.json"
+
+
+def claim_disk(disk: Path, node_id: str) -> int:
+    """Check that `disk` belongs to this node and return its next incarnation.
+
+    The incarnation rises on every start, so a restarted node's `alive` beats
+    whatever the cluster remembers about its previous life.
+    """
+    path = disk / NODE_FILE
+    incarnation = 0
+    if path.exists():
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            owner, incarnation = str(state["node_id"]), int(state["incarnation"]) + 1
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{path} is unreadable; remove it only if the disk is this "
+                              "node's") from None
+        if owner != node_id:
+            raise ConfigError(f"disk {disk} belongs to node {owner!r}, not {node_id!r}")
+    tmp = disk / f".{NODE_FILE}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"node_id": node_id, "incarnation": incarnation}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return incarnation
+
+
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    """One Rimio node.
+
+    `seeds` are extra gossip addresses to join through (used by `rimio join`);
+    founding nodes seed from the other nodes of `initial_cluster`.
+    `transport` replaces the HTTP gossip transport (the test harness uses it).
+    """
+
+    def __init__(self, config: NodeConfig, *, seeds: Sequence[str] = (),
+                 transport: Transport | None = None) -> None:
         self.config = config
+        self._extra_seeds = list(seeds)
+        self._transport = transport
+        self.keyring = config.cluster.keyring()
+        self.membership: MembershipService | None = None
         storage = config.cluster.storage
         self.store = LocalStore(
             config.spec.disks,
@@ -80,9 +128,18 @@ class Node:
         try:
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            incarnation = await trio.to_thread.run_sync(
+                claim_disk, self.config.spec.disks[0], self.node_id)
+            transport = self._transport
+            if transport is None:
+                swim = self.config.cluster.swim_config()
+                transport = HttpTransport(str(self.address), keyring=self.keyring,
+                                          packet_timeout=swim.probe_timeout)
+                stack.push_async_callback(transport.aclose)  # after the nursery is gone
             nursery = await stack.enter_async_context(trio.open_nursery())
-            await self._start_server(nursery)
-            nursery.start_soon(self._run_background)
+            view = await self._start_server(nursery)
+            membership = await self._start_membership(nursery, view, incarnation, transport)
+            await nursery.start(self._run_background, membership)
         except BaseException as exc:
             self._shutdown.set()
             self._background.cancel()
@@ -98,6 +155,9 @@ class Node:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        if self.membership is not None and exc_type is None:
+            with trio.move_on_after(2):
+                await self.membership.leave()
         self._shutdown.set()
         self._background.cancel()
         assert self._stack is not None
@@ -110,7 +170,7 @@ class Node:
     async def wait_stopped(self) -> None:
         await self._shutdown.wait()
 
-    async def _start_server(self, nursery: trio.Nursery) -> None:
+    async def _start_server(self, nursery: trio.Nursery) -> NodeView:
         spec = self.config.spec
         server = self.config.cluster.server
         hconfig = HypercornConfig()
@@ -122,9 +182,11 @@ class Node:
         hconfig.include_server_header = False
         view = NodeView(
             node_id=self.node_id,
-            cluster_name=self.config.cluster.name,
+            cluster=self.config.cluster,
             address=str(spec.advertise_addr),
             objects=self.objects,
+            keyring=self.keyring,
+            max_frame_size=self.config.cluster.swim_config().max_frame_size,
         )
         app = create_app(view)
         binds: Any = await nursery.start(
@@ -134,11 +196,33 @@ class Node:
             port = int(str(binds[0]).rsplit(":", 1)[1])
             host = spec.advertise_addr.host
             self.address = Address(host, port)
-            object.__setattr__(view, "address", str(self.address))
+            view.address = str(self.address)
+        return view
 
-    async def _run_background(self) -> None:
+    async def _start_membership(self, nursery: trio.Nursery, view: NodeView,
+                                incarnation: int, transport: Transport) -> MembershipService:
+        swim = self.config.cluster.swim_config()
+        address = str(self.address)
+        if isinstance(transport, HttpTransport):
+            transport.self_address = address
+        seeds = [str(n.advertise_addr) for n in self.config.cluster.nodes
+                 if n.node_id != self.node_id and n.advertise_addr.port != 0]
+        seeds += [s for s in self._extra_seeds if s not in seeds]
+        membership = MembershipService(swim, self.node_id, address, transport, seeds=seeds,
+                                       keyring=self.keyring, incarnation=incarnation)
+        self.membership = membership
+        view.membership = membership
+        return membership
+
+    async def _run_background(self, membership: MembershipService, *,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                              ) -> None:
+        """Membership and GC, under one cancel scope that `__aexit__` cancels."""
         with self._background:
-            await self._gc_loop()
+            async with trio.open_nursery() as background:
+                await background.start(membership.run)
+                background.start_soon(self._gc_loop)
+                task_status.started()
 
     async def _gc_loop(self) -> None:
         storage = self.config.cluster.storage

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -11,23 +11,66 @@ from werkzeug.routing import PathConverter
 
 from rimio.api.body import BackpressureHTTPConnection, BoundedRequest, close_if_body_unread
 from rimio.api.errors import install_error_handlers
+from rimio.api.internal import internal_routes
 from rimio.api.public import public_routes
+from rimio.config import ClusterConfig
+from rimio.core.frames import Status
+from rimio.core.keyring import KeyRing
 from rimio.ops.objects import ObjectService
 
+if TYPE_CHECKING:
+    from rimio.cluster.membership import MembershipService
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class NodeView:
     """What the routes need to know about the node that serves them."""
 
     node_id: str
-    cluster_name: str
+    cluster: ClusterConfig
     address: str
     objects: ObjectService
+    keyring: KeyRing | None = None
+    membership: MembershipService | None = None
+    max_frame_size: int = 1 << 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster.name
 
     def nodes(self) -> list[dict[str, Any]]:
-        # Membership arrives with the SWIM issue; until then the node knows itself.
-        return [{"node_id": self.node_id, "address": self.address, "status": "alive",
-                 "incarnation": 0}]
+        if self.membership is None:
+            return [{"node_id": self.node_id, "address": self.address, "status": "alive",
+                     "incarnation": 0}]
+        return [{"node_id": m.node_id, "address": m.address, "status": m.status.value,
+                 "incarnation": m.incarnation} for m in self.membership.members()]
+
+    def gossip_seeds(self) -> list[str]:
+        """Addresses of members this node believes alive, itself first."""
+        seeds = [self.address]
+        if self.membership is not None:
+            seeds += [m.address for m in self.membership.members()
+                      if m.status is Status.ALIVE and m.node_id != self.node_id]
+        return seeds
+
+    def bootstrap_state(self) -> dict[str, Any]:
+        """What a joining node needs: the cluster's shape (never its key)."""
+        c = self.cluster
+        return {
+            "cluster": c.name,
+            "replication": {"replicas": c.replication.replicas,
+                            "min_write_replicas": c.replication.min_write_replicas,
+                            "total_slots": c.replication.total_slots},
+            "storage": {"part_size_bytes": c.storage.part_size_bytes,
+                        "max_object_bytes": c.storage.max_object_bytes},
+            "membership": dict(c.membership),
+            "layout": [{"node_id": n.node_id, "address": str(n.advertise_addr)}
+                       for n in c.nodes],
+            "members": self.nodes(),
+            "slot_epoch": 1,
+            "keyed": self.keyring is not None,
+        }
 
 
 class AnyPathConverter(PathConverter):  # type: ignore[misc]
@@ -58,4 +101,5 @@ def create_app(view: NodeView) -> QuartTrio:
         return close_if_body_unread(request, response)  # type: ignore[no-any-return]
 
     app.register_blueprint(public_routes(view))
+    app.register_blueprint(internal_routes(view))
     return app

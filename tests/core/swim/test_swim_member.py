@@ -1,0 +1,500 @@
+"""Unit tests for rimio.core.swim.Member, driven by hand with explicit times."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from rimio.core import frames as fr
+from rimio.core.frames import Status
+from rimio.core.swim import (
+    Action,
+    Member,
+    MemberChanged,
+    Send,
+    SetTimer,
+    SwimConfig,
+    TimerKey,
+    UserMessage,
+)
+
+# Tests fire timers at hand-picked times; late-timer detection is tested on its own.
+CFG = SwimConfig(cluster="t", detect_late_timers=False)
+ME = "me"
+ME_ADDR = "h0:1"
+
+
+def addr(i: int) -> str:
+    return f"h{i}:1"
+
+
+def make(peers: int = 4, config: SwimConfig = CFG, *, seed: int = 7) -> Member:
+    m = Member(config, ME, ME_ADDR, seed, 0.0)
+    m.start(0.0)
+    for i in range(1, peers + 1):
+        m.handle_frame(0.0, addr(i), fr.Alive(f"p{i}", addr(i), 0))
+    return m
+
+
+def sends(actions: Sequence[Action]) -> list[Send]:
+    return [a for a in actions if isinstance(a, Send)]
+
+
+def timers(actions: Sequence[Action]) -> dict[TimerKey, float]:
+    return {a.key: a.at for a in actions if isinstance(a, SetTimer)}
+
+
+def changes(actions: Sequence[Action]) -> list[MemberChanged]:
+    return [a for a in actions if isinstance(a, MemberChanged)]
+
+
+def probe(m: Member, now: float) -> tuple[Send, dict[TimerKey, float]]:
+    """Fire the probe timer; return the ping sent and the timers set."""
+    acts = m.handle_timer(now, ("probe", ""))
+    pings = [s for s in sends(acts) if isinstance(s.frame, fr.Ping)]
+    assert len(pings) == 1
+    return pings[0], timers(acts)
+
+
+def next_probe_at(m: Member) -> float:
+    return m._timers[("probe", "")]
+
+
+def fail_probe(m: Member, now: float) -> tuple[fr.Ping, list[Action]]:
+    """Probe at `now`, let the ack timeout and the period pass without answers."""
+    send, t = probe(m, now)
+    assert isinstance(send.frame, fr.Ping)
+    seq = send.frame.seq
+    m.handle_timer(t[("ack", str(seq))], ("ack", str(seq)))
+    end = t[("probe-end", str(seq))]
+    return send.frame, m.handle_timer(end, ("probe-end", str(seq)))
+
+
+def test_start_arms_periodic_timers() -> None:
+    m = Member(CFG, ME, ME_ADDR, 1, 100.0)
+    keys = timers(m.start(100.0))
+    assert set(keys) == {("probe", ""), ("gossip", ""), ("push-pull", ""), ("reconnect", "")}
+    assert all(100.0 <= at <= 100.0 + 30.0 for at in keys.values())
+
+
+def test_new_members_reported_and_listed() -> None:
+    m = Member(CFG, ME, ME_ADDR, 1, 0.0)
+    acts = m.handle_frame(0.0, addr(1), fr.Alive("p1", addr(1), 3))
+    assert changes(acts) == [MemberChanged("p1", addr(1), Status.ALIVE, 3)]
+    assert [(v.node_id, v.status, v.incarnation) for v in m.members()] == [
+        (ME, Status.ALIVE, 0), ("p1", Status.ALIVE, 3)]
+
+
+def test_probe_round_robin_visits_everyone_each_pass() -> None:
+    m = make(peers=5)
+    now = 1.0
+    seen: list[str] = []
+    for _ in range(10):
+        send, t = probe(m, now)
+        assert isinstance(send.frame, fr.Ping)
+        seen.append(send.frame.target)
+        m.handle_frame(now, send.to, fr.Ack(send.frame.seq, send.frame.target))
+        now = t[("probe", "")]
+    assert sorted(seen[:5]) == sorted(seen[5:]) == [f"p{i}" for i in range(1, 6)]
+    assert seen[:5] != seen[5:]  # reshuffled (fixed seed, so this is deterministic)
+
+
+def test_ping_is_answered_with_ack_to_source_address() -> None:
+    m = make()
+    acts = m.handle_frame(1.0, "ephemeral:5555", fr.Ping(9, ME, "p1", addr(1)))
+    (s,) = sends(acts)
+    assert s.to == addr(1)
+    assert isinstance(s.frame, fr.Ack)
+    assert (s.frame.seq, s.frame.source) == (9, ME)
+
+
+def test_ping_for_another_node_is_not_answered() -> None:
+    m = make()
+    assert sends(m.handle_frame(1.0, addr(1), fr.Ping(9, "someone-else", "p1", addr(1)))) == []
+    assert m.stats().misdirected_pings == 1
+
+
+def test_ack_timeout_sends_indirect_probes_with_nack() -> None:
+    m = make(peers=5)
+    send, t = probe(m, 1.0)
+    assert isinstance(send.frame, fr.Ping)
+    seq = send.frame.seq
+    assert t[("ack", str(seq))] == pytest.approx(1.5)
+    assert t[("probe-end", str(seq))] == pytest.approx(2.0)
+    acts = m.handle_timer(1.5, ("ack", str(seq)))
+    reqs = [s for s in sends(acts) if isinstance(s.frame, fr.PingReq)]
+    assert len(reqs) == CFG.indirect_checks
+    assert len({s.to for s in reqs}) == 3 and send.to not in {s.to for s in reqs}
+    for s in reqs:
+        assert isinstance(s.frame, fr.PingReq)
+        assert s.frame.target == send.frame.target and s.frame.want_nack
+
+
+def test_indirect_ack_before_period_end_keeps_member_alive() -> None:
+    m = make(peers=5)
+    send, _t = probe(m, 1.0)
+    assert isinstance(send.frame, fr.Ping)
+    seq, target = send.frame.seq, send.frame.target
+    m.handle_timer(1.5, ("ack", str(seq)))
+    m.handle_frame(1.8, addr(2), fr.Ack(seq, target))  # forwarded by a relay
+    assert m.handle_timer(2.0, ("probe-end", str(seq))) == []
+    view = m.member(target)
+    assert view is not None and view.status is Status.ALIVE
+    assert m.stats().probe_failures == 0
+
+
+def test_failed_probe_suspects_and_raises_awareness_by_missing_nacks() -> None:
+    m = make(peers=5)
+    ping, acts = fail_probe(m, 1.0)
+    assert changes(acts) == [MemberChanged(ping.target, addr(int(ping.target[1:])),
+                                           Status.SUSPECT, 0)]
+    assert m.awareness == 3  # three helpers asked, no nack came back
+    assert m.stats().suspicions_started == 1
+
+
+def test_nacks_show_the_target_is_the_problem_not_us() -> None:
+    m = make(peers=5)
+    send, _t = probe(m, 1.0)
+    assert isinstance(send.frame, fr.Ping)
+    seq = send.frame.seq
+    acts = m.handle_timer(1.5, ("ack", str(seq)))
+    for s in sends(acts):
+        m.handle_frame(1.9, s.to, fr.Nack(seq, "x"))
+    m.handle_timer(2.0, ("probe-end", str(seq)))
+    assert m.awareness == 0
+    assert m.stats().nacks_received == 3
+
+
+def test_awareness_scales_probe_interval_and_recovers() -> None:
+    m = make(peers=5)
+    fail_probe(m, 1.0)
+    assert m.awareness == 3
+    send, t = probe(m, 10.0)
+    assert t[("probe", "")] == pytest.approx(10.0 + 4 * CFG.probe_interval)
+    assert isinstance(send.frame, fr.Ping)
+    assert t[("ack", str(send.frame.seq))] == pytest.approx(10.0 + 4 * CFG.probe_timeout)
+    m.handle_frame(10.1, send.to, fr.Ack(send.frame.seq, send.frame.target))
+    assert m.awareness == 2
+
+
+def test_awareness_can_be_switched_off() -> None:
+    m = make(peers=5, config=replace(CFG, awareness=False))
+    fail_probe(m, 1.0)
+    m.report_loop_lag(3.0, 5.0)
+    assert m.awareness == 0
+
+
+def test_loop_lag_raises_awareness_and_late_timers_count_as_lag() -> None:
+    m = make()
+    m.report_loop_lag(1.0, 0.01)
+    assert m.awareness == 0
+    m.report_loop_lag(1.0, 2.5)
+    assert m.awareness == 3
+    m2 = make(config=SwimConfig(cluster="t"))
+    at = next_probe_at(m2)
+    m2.handle_timer(at + 3.0, ("probe", ""))
+    assert m2.awareness >= 1 and m2.stats().late_timers == 1
+
+
+def test_awareness_is_bounded() -> None:
+    m = make()
+    for _ in range(10):
+        m.report_loop_lag(1.0, 100.0)
+    assert m.awareness == CFG.awareness_max_multiplier - 1
+
+
+def _suspect_deadline(acts: Sequence[Action], node: str) -> float:
+    return timers(acts)[("suspicion", node)]
+
+
+def test_dynamic_suspicion_shrinks_with_confirmations() -> None:
+    m = make(peers=9)  # n = 10 live members: min 4 s, max 24 s, k = 2
+    acts = m.handle_frame(5.0, addr(1), fr.Suspect("p3", addr(3), 0, "p1"))
+    assert _suspect_deadline(acts, "p3") == pytest.approx(5.0 + 24.0)
+    acts = m.handle_frame(6.0, addr(2), fr.Suspect("p3", addr(3), 0, "p2"))
+    frac = math.log(2) / math.log(3)
+    assert _suspect_deadline(acts, "p3") == pytest.approx(5.0 + 24.0 - frac * 20.0, abs=1e-3)
+    assert m.handle_frame(6.5, addr(2), fr.Suspect("p3", addr(3), 0, "p2")) == []  # not new
+    acts = m.handle_frame(7.0, addr(4), fr.Suspect("p3", addr(3), 0, "p4"))
+    assert _suspect_deadline(acts, "p3") == pytest.approx(5.0 + 4.0)
+    assert m.stats().suspicion_confirmations == 2
+
+
+def test_fixed_suspicion_when_dynamic_is_off() -> None:
+    m = make(peers=9, config=replace(CFG, dynamic_suspicion=False))
+    acts = m.handle_frame(5.0, addr(1), fr.Suspect("p3", addr(3), 0, "p1"))
+    assert _suspect_deadline(acts, "p3") == pytest.approx(9.0)
+
+
+def test_suspicion_timeout_declares_dead_unless_refuted() -> None:
+    m = make(peers=3)
+    acts = m.handle_frame(5.0, addr(1), fr.Suspect("p3", addr(3), 0, "p1"))
+    at = _suspect_deadline(acts, "p3")
+    acts = m.handle_timer(at, ("suspicion", "p3"))
+    assert changes(acts) == [MemberChanged("p3", addr(3), Status.DEAD, 0)]
+    assert m.stats().dead_declared == 1
+
+    m = make(peers=3)
+    acts = m.handle_frame(5.0, addr(1), fr.Suspect("p3", addr(3), 0, "p1"))
+    at = _suspect_deadline(acts, "p3")
+    m.handle_frame(6.0, addr(3), fr.Alive("p3", addr(3), 1))
+    assert m.handle_timer(at, ("suspicion", "p3")) == []
+    view = m.member("p3")
+    assert view is not None and (view.status, view.incarnation) == (Status.ALIVE, 1)
+
+
+@pytest.mark.parametrize("buddy", [True, False])
+def test_buddy_system_tells_the_suspect(buddy: bool) -> None:
+    m = make(peers=1, config=replace(CFG, buddy_system=buddy))
+    m.handle_frame(1.0, addr(1), fr.Suspect("p1", addr(1), 0, "zz"))
+    send, _ = probe(m, 2.0)
+    assert isinstance(send.frame, fr.Ping)
+    carried = [u for u in send.frame.updates
+               if isinstance(u, fr.Suspect) and u.node == "p1" and u.sender == ME]
+    assert bool(carried) is buddy
+    if buddy:
+        assert send.frame.updates[0] == fr.Suspect("p1", addr(1), 0, ME)
+
+
+def test_refutes_suspicion_of_itself_and_says_so_in_the_ack() -> None:
+    m = make()
+    acts = m.handle_frame(1.0, addr(1), fr.Ping(4, ME, "p1", addr(1),
+                                                (fr.Suspect(ME, ME_ADDR, 0, "p1"),)))
+    assert m.incarnation == 1
+    assert m.awareness == 1
+    assert MemberChanged(ME, ME_ADDR, Status.ALIVE, 1) in changes(acts)
+    (ack,) = sends(acts)
+    assert isinstance(ack.frame, fr.Ack)
+    assert fr.Alive(ME, ME_ADDR, 1) in ack.frame.updates
+    assert m.stats().refutations == 1
+
+
+def test_stale_claims_about_itself_are_ignored() -> None:
+    m = make()
+    m.handle_frame(1.0, addr(1), fr.Suspect(ME, ME_ADDR, 0, "p1"))
+    assert m.incarnation == 1
+    m.handle_frame(1.0, addr(1), fr.Dead(ME, ME_ADDR, 0, "p1"))
+    m.handle_frame(1.0, addr(1), fr.Alive(ME, ME_ADDR, 1))
+    assert m.incarnation == 1
+
+
+def test_stale_accusation_is_answered_with_the_current_refutation() -> None:
+    m = make()
+    m.handle_frame(1.0, addr(1), fr.Suspect(ME, ME_ADDR, 0, "p1"))
+    for i in range(20):  # use up the refutation's retransmissions
+        m.handle_frame(2.0, addr(1), fr.Ping(i, ME, "p1", addr(1)))
+    assert m.pending_updates() == []
+    acts = m.handle_frame(3.0, addr(2), fr.Ping(99, ME, "p2", addr(2),
+                                                (fr.Suspect(ME, ME_ADDR, 0, "p2"),)))
+    (ack,) = sends(acts)
+    assert isinstance(ack.frame, fr.Ack) and fr.Alive(ME, ME_ADDR, 1) in ack.frame.updates
+    assert m.incarnation == 1
+
+
+def test_restart_at_same_address_takes_a_higher_incarnation() -> None:
+    m = make()
+    m.handle_frame(1.0, addr(1), fr.Alive(ME, ME_ADDR, 5))  # our previous life
+    assert m.incarnation == 6
+    view = m.member(ME)
+    assert view is not None and (view.status, view.incarnation) == (Status.ALIVE, 6)
+
+
+def test_new_address_waits_until_old_entry_is_dead() -> None:
+    m = make()
+    m.handle_frame(1.0, addr(1), fr.Alive(ME, "old:1", 5))
+    m.handle_frame(1.0, addr(1), fr.Suspect(ME, "old:1", 5, "p1"))
+    assert m.incarnation == 0 and m.stats().address_conflicts == 2
+    acts = m.handle_frame(2.0, addr(1), fr.Dead(ME, "old:1", 5, "p1"))
+    assert m.incarnation == 6
+    assert MemberChanged(ME, ME_ADDR, Status.ALIVE, 6) in changes(acts)
+
+
+def test_peer_with_higher_incarnation_moves_to_new_address() -> None:
+    m = make()
+    m.handle_frame(1.0, addr(1), fr.Dead("p2", addr(2), 0, "p1"))
+    acts = m.handle_frame(2.0, "new:9", fr.Alive("p2", "new:9", 1))
+    assert changes(acts) == [MemberChanged("p2", "new:9", Status.ALIVE, 1)]
+
+
+def test_ping_from_an_unknown_member_pulls_its_state_once() -> None:
+    m = make(peers=1)
+    acts = m.handle_frame(1.0, addr(7), fr.Ping(1, ME, "p7", addr(7)))
+    pulls = [s for s in sends(acts) if isinstance(s.frame, fr.PushPullRequest)]
+    assert [s.to for s in pulls] == [addr(7)]
+    acts = m.handle_frame(2.0, addr(7), fr.Ping(2, ME, "p7", addr(7)))
+    assert [s for s in sends(acts) if isinstance(s.frame, fr.PushPullRequest)] == []
+    acts = m.handle_frame(3.0, addr(1), fr.Ping(3, ME, "p1", addr(1)))  # known: no pull
+    assert [s for s in sends(acts) if isinstance(s.frame, fr.PushPullRequest)] == []
+
+
+def test_ping_req_relay_forwards_ack_or_sends_nack() -> None:
+    m = make()
+    acts = m.handle_frame(1.0, addr(1), fr.PingReq(77, "p2", addr(2), "p1", addr(1), True))
+    (ping,) = sends(acts)
+    assert ping.to == addr(2) and isinstance(ping.frame, fr.Ping)
+    assert ping.frame.target == "p2"
+    relay_seq = ping.frame.seq
+    acts = m.handle_frame(1.1, addr(2), fr.Ack(relay_seq, "p2"))
+    (fwd,) = sends(acts)
+    assert fwd.to == addr(1) and isinstance(fwd.frame, fr.Ack)
+    assert (fwd.frame.seq, fwd.frame.source) == (77, "p2")
+    assert sends(m.handle_timer(1.5, ("relay", str(relay_seq)))) == []  # already answered
+
+    acts = m.handle_frame(2.0, addr(1), fr.PingReq(78, "p3", addr(3), "p1", addr(1), True))
+    (ping,) = sends(acts)
+    assert isinstance(ping.frame, fr.Ping)
+    at = timers(acts)[("relay", str(ping.frame.seq))]
+    (nack,) = sends(m.handle_timer(at, ("relay", str(ping.frame.seq))))
+    assert nack.to == addr(1) and nack.frame == fr.Nack(78, ME)
+
+
+def test_relays_are_bounded() -> None:
+    m = make(config=replace(CFG, max_relays=2))
+    for seq in range(3):
+        m.handle_frame(1.0, addr(1), fr.PingReq(seq, "p2", addr(2), "p1", addr(1), True))
+    assert m.stats().relays_refused == 1
+
+
+def test_updates_are_retransmitted_a_bounded_number_of_times() -> None:
+    m = make(peers=4)  # n = 5: limit = 4 * ceil(log10(6)) = 4
+    m.handle_frame(1.0, addr(1), fr.Alive("p9", addr(9), 0))
+    carried = 0
+    for i in range(10):
+        acts = m.handle_frame(2.0 + i, addr(1), fr.Ping(i, ME, "p1", addr(1)))
+        (ack,) = sends(acts)
+        assert isinstance(ack.frame, fr.Ack)
+        carried += any(u.node == "p9" for u in ack.frame.updates)
+    assert carried == CFG.retransmit_mult * math.ceil(math.log10(6 + 1))
+
+
+def test_newer_update_supersedes_queued_one() -> None:
+    m = make(peers=2)
+    m.handle_frame(1.0, addr(1), fr.Suspect("p2", addr(2), 0, "p1"))
+    m.handle_frame(1.0, addr(2), fr.Alive("p2", addr(2), 1))
+    about = [u for u in m.pending_updates() if u.node == "p2"]
+    assert about == [fr.Alive("p2", addr(2), 1)]
+
+
+def test_packets_respect_the_byte_budget_and_queue_is_bounded() -> None:
+    cfg = replace(CFG, packet_budget=400, max_broadcast_queue=50)
+    m = make(peers=0, config=cfg)
+    m.handle_frame(1.0, addr(1), fr.Gossip("x", tuple(
+        fr.Alive(f"node-with-a-long-name-{i:03d}", f"10.0.0.{i}:7000", 0) for i in range(80))))
+    assert m.stats().queue_drops == 30 and m.stats().queue_length == 50
+    acts = m.handle_frame(2.0, addr(1), fr.Ping(1, ME, "p1", addr(1)))
+    (ack,) = [s for s in sends(acts) if isinstance(s.frame, fr.Ack)]
+    size = len(fr.encode(ack.frame, cluster="t"))
+    assert size <= 400
+    assert isinstance(ack.frame, fr.Ack) and len(ack.frame.updates) >= 5
+
+
+def test_gossip_goes_to_a_few_random_members_only_when_there_is_news() -> None:
+    m = make(peers=6)
+    at = m._timers[("gossip", "")]
+    acts = m.handle_timer(at, ("gossip", ""))
+    gossips = [s for s in sends(acts) if isinstance(s.frame, fr.Gossip)]
+    assert len(gossips) == CFG.gossip_nodes
+    # Drain the queue, then a tick sends nothing.
+    for i in range(20):
+        m.handle_frame(1.0, addr(1), fr.Ping(i, ME, "p1", addr(1)))
+    at = m._timers[("gossip", "")]
+    assert sends(m.handle_timer(at, ("gossip", ""))) == []
+
+
+def test_push_pull_merges_and_answers_on_the_stream() -> None:
+    m = make(peers=2)
+    req = fr.PushPullRequest(5, "q1", "q1:1", True, (
+        fr.MemberState("q1", "q1:1", Status.ALIVE, 2),
+        fr.MemberState("p1", addr(1), Status.DEAD, 0),
+        fr.MemberState("q2", "q2:1", Status.LEFT, 4),
+    ))
+    acts = m.handle_frame(1.0, "ephemeral:1", req)
+    (resp,) = sends(acts)
+    assert resp.stream and resp.to == "q1:1" and isinstance(resp.frame, fr.PushPullResponse)
+    rows = {s.node: s.status for s in resp.frame.states}
+    assert rows == {ME: Status.ALIVE, "p1": Status.SUSPECT, "p2": Status.ALIVE,
+                    "q1": Status.ALIVE, "q2": Status.LEFT}  # remote dead merged as suspect
+
+
+def test_periodic_push_pull_and_join_retry_through_seeds() -> None:
+    m = Member(CFG, ME, ME_ADDR, 3, 0.0)
+    m.start(0.0)
+    acts = m.join(0.0, ["s1:1", ME_ADDR, "s2:1"])
+    assert sorted(s.to for s in sends(acts)) == ["s1:1", "s2:1"]
+    assert all(isinstance(s.frame, fr.PushPullRequest) and s.frame.join for s in sends(acts))
+    at = m._timers[("push-pull", "")]
+    assert at == pytest.approx(CFG.join_retry_interval)
+    acts = m.handle_timer(at, ("push-pull", ""))
+    (retry,) = sends(acts)
+    assert retry.to in {"s1:1", "s2:1"} and retry.stream
+    assert timers(acts)[("push-pull", "")] == pytest.approx(2 * CFG.join_retry_interval)
+    m.handle_frame(at, "s1:1", fr.PushPullResponse(1, "s1", (
+        fr.MemberState("s1", "s1:1", Status.ALIVE, 0),)))
+    at = m._timers[("push-pull", "")]
+    acts = m.handle_timer(at, ("push-pull", ""))
+    (periodic,) = sends(acts)
+    assert periodic.to == "s1:1"
+    assert timers(acts)[("push-pull", "")] == pytest.approx(at + CFG.push_pull_interval)
+
+
+def test_reconnect_push_pulls_recently_dead_but_not_left_or_expired() -> None:
+    cfg = replace(CFG, reconnect_period=100.0, tombstone_ttl=1000.0)
+    m = make(peers=3, config=cfg)
+    m.handle_frame(1.0, addr(1), fr.Dead("p1", addr(1), 0, "x"))
+    m.handle_frame(1.0, addr(2), fr.Leave("p2", addr(2), 0))
+    at = m._timers[("reconnect", "")]
+    (s,) = sends(m.handle_timer(at, ("reconnect", "")))
+    assert s.to == addr(1) and isinstance(s.frame, fr.PushPullRequest)
+    assert m.stats().reconnect_attempts == 1
+    assert sends(m.handle_timer(500.0, ("reconnect", ""))) == []  # beyond reconnect_period
+    m.handle_timer(1500.0, ("reconnect", ""))
+    assert m.member("p1") is None and m.member("p2") is None  # tombstones reaped
+
+
+def test_leave_announces_and_stops_probing() -> None:
+    m = make(peers=3)
+    acts = m.leave(1.0)
+    assert MemberChanged(ME, ME_ADDR, Status.LEFT, 0) in changes(acts)
+    gossips = sends(acts)
+    assert len(gossips) == 3
+    assert all(fr.Leave(ME, ME_ADDR, 0) in s.frame.updates for s in gossips
+               if isinstance(s.frame, fr.Gossip))
+    acts = m.handle_timer(next_probe_at(m), ("probe", ""))
+    assert not [s for s in sends(acts) if isinstance(s.frame, fr.Ping)]
+    m.handle_frame(2.0, addr(1), fr.Suspect(ME, ME_ADDR, 0, "p1"))
+    assert m.incarnation == 0 and m.has_left
+
+
+def test_stale_and_early_timers_are_ignored() -> None:
+    m = make()
+    at = next_probe_at(m)
+    assert m.handle_timer(at - 0.1, ("probe", "")) == []
+    assert m.handle_timer(at, ("ack", "12345")) == []
+    assert m.handle_timer(at, ("probe", "")) != []
+    assert m.handle_timer(at, ("probe", "")) == []  # already fired
+
+
+def test_bad_bytes_are_counted_by_reason() -> None:
+    m = make()
+    other = fr.encode(fr.Nack(1, "x"), cluster="other")
+    assert m.handle_data(1.0, addr(1), other) == []
+    assert m.handle_data(1.0, addr(1), b"\xc1") == []
+    unknown = fr.encode(fr.Nack(1, "x"), cluster="t").replace(b"nack", b"nick")
+    assert m.handle_data(1.0, addr(1), unknown) == []
+    st = m.stats()
+    assert (st.wrong_cluster_dropped, st.unknown_dropped, st.decode_errors["msgpack"]) == (1, 1, 1)
+    good = fr.encode(fr.User("p1", "slotmap", b"\x01"), cluster="t")
+    assert m.handle_data(1.0, addr(1), good) == [UserMessage("p1", "slotmap", b"\x01")]
+    assert m.stats().frames_received["user"] == 1
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        SwimConfig(probe_timeout=2.0, probe_interval=1.0)
+    with pytest.raises(ValueError):
+        SwimConfig(gossip_nodes=0)
+    plain = CFG.plain_swim()
+    assert not (plain.awareness or plain.dynamic_suspicion or plain.buddy_system)
