@@ -12,12 +12,21 @@ import logging
 import resource
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
 
 from rimio import __version__
-from rimio.config import Address, NodeConfig, load_config, single_node_config
+from rimio.cluster.bootstrap import config_from_bootstrap, fetch_bootstrap, parse_cluster_url
+from rimio.config import (
+    NODE_ID,
+    Address,
+    NodeConfig,
+    load_config,
+    load_keyring,
+    single_node_config,
+)
 from rimio.errors import ConfigError
 from rimio.node import Node
 
@@ -33,17 +42,43 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-async def run_node(config: NodeConfig, banner: str | None = None) -> None:
+async def run_node(config: NodeConfig, banner: str | None = None,
+                   seeds: list[str] | None = None) -> None:
     """Run one node until SIGTERM or SIGINT, then stop gracefully."""
+    log = logging.getLogger("rimio")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with Node(config) as node:
-            print(f"rimio {__version__}: node {node.node_id} serving on {node.url}",
-                  file=sys.stderr, flush=True)
-            if banner:
-                print(banner.format(url=node.url), flush=True)
-            async for signum in signals:
-                logging.getLogger("rimio").info("%s: stopping", signal.Signals(signum).name)
-                break
+        async with trio.open_nursery() as guard:
+            async with Node(config, seeds=seeds or ()) as node:
+                print(f"rimio {__version__}: node {node.node_id} serving on {node.url}",
+                      file=sys.stderr, flush=True)
+                if banner:
+                    print(banner.format(url=node.url), flush=True)
+                async for signum in signals:
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    break
+                # Signals that arrive while we drain must not kill us: the
+                # receiver would re-raise them when it closes.
+                guard.start_soon(_absorb_signals, signals)
+            guard.cancel_scope.cancel()
+
+
+async def _join(args: argparse.Namespace) -> None:
+    seeds = parse_cluster_url(args.cluster_url)
+    listen = Address.parse(args.listen, "--listen")
+    advertise = Address.parse(args.advertise or args.listen, "--advertise")
+    if not NODE_ID.match(args.node):
+        raise ConfigError("--node: use letters, digits, '.', '_' or '-' (max 63)")
+    key_file = args.key_file.resolve() if args.key_file else None
+    keyring = load_keyring(key_file) if key_file else None
+    info = await fetch_bootstrap(seeds, keyring)
+    config = config_from_bootstrap(info, args.node, listen, advertise, args.disk.resolve(),
+                                   key_file)
+    await run_node(config, seeds=info.seeds)
+
+
+async def _absorb_signals(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        logging.getLogger("rimio").info("%s: already stopping", signal.Signals(signum).name)
 
 
 DEMO_BANNER = """\
@@ -57,6 +92,12 @@ Try it:
 Stop with Ctrl-C."""
 
 
+def _single_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="rimio", description="Rimio edge object store")
     parser.add_argument("--version", action="version", version=f"rimio {__version__}")
@@ -67,6 +108,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     start = sub.add_parser("start", help="found or restart into the cluster of a config file")
     start.add_argument("--conf", required=True, type=Path, help="cluster config (YAML)")
     start.add_argument("--node", required=True, help="this node's id in the config")
+
+    join = sub.add_parser("join", help="join a running cluster through any of its nodes")
+    join.add_argument("cluster_url", help="cluster://host:port[,host:port...]")
+    join.add_argument("--node", required=True, help="the new node's id")
+    join.add_argument("--listen", required=True, help="host:port to bind (the one port)")
+    join.add_argument("--advertise", help="host:port the others reach us at (default: --listen)")
+    join.add_argument("--disk", required=True, type=Path, help="data directory")
+    join.add_argument("--key-file", type=Path, help="the cluster key file, if it uses one")
 
     demo = sub.add_parser("demo", help="run a local node on loopback with data in ./rimio-data")
     demo.add_argument("--data", type=Path, default=Path("rimio-data"))
@@ -79,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("rimio.http").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     _raise_fd_limit()
     try:
         if args.command == "start":
             config = load_config(args.conf).node(args.node)
             trio.run(run_node, config)
+        elif args.command == "join":
+            trio.run(_join, args)
         elif args.command == "demo":
             if not 0 <= args.port <= 65535:
                 raise ConfigError(f"--port {args.port} is out of range")
@@ -94,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rimio: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BaseExceptionGroup as group:
+        # trio nurseries wrap errors; a configuration problem is still one line
+        leaf = _single_leaf(group)
+        if isinstance(leaf, ConfigError):
+            print(f"rimio: error: {leaf}", file=sys.stderr)
+            return EXIT_CONFIG
+        if isinstance(leaf, KeyboardInterrupt):
+            return 0
+        raise
     except KeyboardInterrupt:
         return 0
     return 0

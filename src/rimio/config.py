@@ -20,8 +20,8 @@ from rimio.core.slots import DEFAULT_TOTAL_SLOTS
 from rimio.core.swim import SwimConfig
 from rimio.errors import ConfigError
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_CLUSTER_NAME = _NODE_ID
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_CLUSTER_NAME = NODE_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +270,7 @@ def parse_config(raw: Any, base_dir: Path) -> ClusterConfig:
         n = _mapping(raw_node, where, {"node_id", "bind_addr", "advertise_addr", "disks"},
                      {"node_id", "bind_addr", "disks"})
         node_id = _str(n["node_id"], f"{where}.node_id")
-        if not _NODE_ID.match(node_id):
+        if not NODE_ID.match(node_id):
             raise ConfigError(f"{where}.node_id: use letters, digits, '.', '_' or '-' (max 63)")
         bind = Address.parse(n["bind_addr"], f"{where}.bind_addr")
         adv = Address.parse(n.get("advertise_addr", str(bind)), f"{where}.advertise_addr")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
 import socket
 import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,12 +27,14 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from rimio.api.app import NodeView, create_app
+from rimio.api.inflight import InFlight
 from rimio.cluster.membership import MembershipService
 from rimio.config import Address, NodeConfig
 from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
 from rimio.ops.objects import ObjectService
+from rimio.storage.parts import ensure_dir
 from rimio.storage.store import LocalStore, check_disk_usable
 
 log = logging.getLogger("rimio.node")
@@ -54,6 +56,23 @@ def check_port_free(addr: Address) -> None:
 
 
 NODE_FILE = "node.json"
+LOCK_FILE = ".lock"
+
+
+def lock_disk(disk: Path) -> int:
+    """Take the disk's exclusive lock (held until the fd closes); one node per disk.
+
+    Two processes on one disk would each clean up the other's in-flight
+    writes at start-up; the lock makes the second one refuse to start.
+    """
+    ensure_dir(disk)
+    fd = os.open(disk / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(f"disk {disk} is in use by another rimio process") from None
+    return fd
 
 
 def claim_disk(disk: Path, node_id: str) -> int:
@@ -109,6 +128,8 @@ class Node:
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
+        self._server_scope = trio.CancelScope()
+        self._inflight: InFlight | None = None
 
     @property
     def node_id(self) -> str:
@@ -126,6 +147,9 @@ class Node:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
+            for disk in self.config.spec.disks:
+                fd = await trio.to_thread.run_sync(lock_disk, disk)
+                stack.callback(os.close, fd)
             await self.store.open()
             stack.push_async_callback(self.store.close)
             incarnation = await trio.to_thread.run_sync(
@@ -158,7 +182,13 @@ class Node:
         if self.membership is not None and exc_type is None:
             with trio.move_on_after(2):
                 await self.membership.leave()
-        self._shutdown.set()
+        self._shutdown.set()  # stop accepting connections
+        if self._inflight is not None and exc_type is None:
+            # In-flight requests get the graceful timeout; idle keep-alive
+            # connections get nothing (hypercorn would hold them till the end).
+            with trio.move_on_after(self.config.cluster.server.graceful_timeout_seconds):
+                await self._inflight.wait_idle()
+        self._server_scope.cancel()
         self._background.cancel()
         assert self._stack is not None
         return await self._stack.__aexit__(exc_type, exc, tb)
@@ -188,10 +218,8 @@ class Node:
             keyring=self.keyring,
             max_frame_size=self.config.cluster.swim_config().max_frame_size,
         )
-        app = create_app(view)
-        binds: Any = await nursery.start(
-            partial(serve, app, hconfig, shutdown_trigger=self._shutdown.wait)  # type: ignore[arg-type]
-        )
+        self._inflight = InFlight(create_app(view))
+        binds: Any = await nursery.start(self._serve, self._inflight, hconfig)
         if spec.bind_addr.port == 0 and binds:
             port = int(str(binds[0]).rsplit(":", 1)[1])
             host = spec.advertise_addr.host
@@ -199,11 +227,18 @@ class Node:
             view.address = str(self.address)
         return view
 
+    async def _serve(self, app: InFlight, hconfig: HypercornConfig, *,
+                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        with self._server_scope:
+            await serve(app, hconfig, shutdown_trigger=self._shutdown.wait,  # type: ignore[arg-type]
+                        task_status=task_status)
+
     async def _start_membership(self, nursery: trio.Nursery, view: NodeView,
                                 incarnation: int, transport: Transport) -> MembershipService:
         swim = self.config.cluster.swim_config()
         address = str(self.address)
-        if isinstance(transport, HttpTransport):
+        if hasattr(transport, "self_address"):
+            # the port is known only now (port 0 binds); the transport names us by it
             transport.self_address = address
         seeds = [str(n.advertise_addr) for n in self.config.cluster.nodes
                  if n.node_id != self.node_id and n.advertise_addr.port != 0]

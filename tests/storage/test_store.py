@@ -211,3 +211,48 @@ async def test_unusable_disk_is_refused(tmp_path: Path) -> None:
     store = LocalStore([blocker], total_slots=4, part_size=PART)
     with pytest.raises(ConfigError, match="not a directory"):
         await store.open()
+
+
+async def test_slot_cache_bounds_open_databases(tmp_path: Path) -> None:
+    store = LocalStore([tmp_path / "d"], total_slots=16, part_size=PART, max_open_slots=2)
+    await store.open()
+    # a write in flight on slot 0 while other slots push it out of the cache
+    session = await store.begin_write(0, "inflight", 1.0)
+    await session.write(b"a" * 10)
+    for slot in range(1, 8):
+        await _put(store, slot, f"p{slot}", str(slot).encode())
+    assert store._cache.open_count <= 2
+    parts, etag, size = await session.finish()
+    head = Head(kind="meta", path="inflight", slot_id=0, generation=session.generation,
+                write_id="", size_bytes=size, etag=etag, part_size=PART, part_count=1)
+    outcome, _ = await store.commit(0, head, parts, now=1.0, pending_id=session.pending_id)
+    # reopening slot 0 did not "recover" (delete) the write that was still running
+    assert outcome is CommitOutcome.APPLIED and store.recovered_writes == 0
+    assert await _read_all(store, 0, "inflight") == b"a" * 10
+    for slot in range(1, 8):
+        assert await _read_all(store, slot, f"p{slot}") == str(slot).encode()
+    await store.close()
+
+
+async def test_small_write_and_read_in_one_call(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    outcome, result = await store.write_small(
+        3, "s", b"x" * (PART + 5), write_id="w", now=1.0, precondition=None,
+        result_for=lambda h: {"generation": h.generation, "etag": h.etag})
+    assert outcome is CommitOutcome.APPLIED and result is not None
+    assert result["etag"] == hashlib.sha256(b"x" * (PART + 5)).hexdigest()
+    again, first = await store.write_small(
+        3, "s", b"other", write_id="w", now=2.0, precondition=None,
+        result_for=lambda h: {"generation": h.generation})
+    assert again is CommitOutcome.REPLAY and first == result
+    refused, _ = await store.write_small(
+        3, "s", b"new", write_id="", now=2.0,
+        precondition=Precondition(if_none_match_any=True), result_for=lambda h: {})
+    assert refused is CommitOutcome.PRECONDITION_FAILED
+    obj, data = await store.read_small(3, "s", 1 << 20)
+    assert obj is not None and data == b"x" * (PART + 5)
+    obj, data = await store.read_small(3, "s", 10)
+    assert obj is not None and data is None
+    assert _files(tmp_path / "disk0/slots/3/blobs") == sorted(
+        f"s/g.1/{p.name}" for p in (tmp_path / "disk0/slots/3/blobs/s/g.1").iterdir())
+    await store.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
 import trio
 from quart import Blueprint, Response, request
@@ -45,10 +46,10 @@ def internal_routes(view: NodeView) -> Blueprint:
         raw_target = request.scope.get("raw_path", b"").decode("latin-1")
         query = request.scope.get("query_string", b"").decode("latin-1")
         target = f"{raw_target}?{query}" if query else raw_target
-        headers = {k: v for k, v in request.headers.items()}
         try:
-            verified = verify(keyring.mac_keys, request.method, target, headers, time.time(),
-                              guard)
+            headers = cast(Mapping[str, str], request.headers)  # case-insensitive
+            verified = verify(keyring.mac_keys, request.method, target, headers,
+                              time.time(), guard)
         except AuthError as exc:
             raise Unauthorized(f"internal request refused: {exc}") from None
         if hashlib.sha256(body).hexdigest() != verified.digest:

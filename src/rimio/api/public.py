@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from rimio.api.app import NodeView
 
 BLOBS_PREFIX = b"/api/v1/blobs/"
+# Objects up to this size are read in the same worker-thread call as their head.
+INLINE_READ = 1024 * 1024
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -137,7 +139,7 @@ def public_routes(view: NodeView) -> Blueprint:
         return resp
 
     async def _get(path: str, head_only: bool) -> Response:
-        obj = await objects.open_read(path)
+        obj, inline = await objects.open_read(path, -1 if head_only else INLINE_READ)
         head = obj.head
         etag = f'"{head.etag}"'
         if_range = request.headers.get("If-Range")
@@ -159,6 +161,8 @@ def public_routes(view: NodeView) -> Blueprint:
         length = end - start + 1
         if head_only or length == 0:
             resp = Response(b"", status=status, headers=headers)
+        elif inline is not None:
+            resp = Response(inline[start:end + 1], status=status, headers=headers)
         else:
             await objects.check_readable(obj)
             resp = Response(objects.read(obj, start, end), status=status, headers=headers)

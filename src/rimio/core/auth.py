@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 HEADER_TIMESTAMP = "X-Rimio-Timestamp"
@@ -66,9 +67,12 @@ class Verified:
     digest: str
 
 
-def verify(keys: list[bytes], method: str, target: str, headers: dict[str, str], now: float,
+def verify(keys: list[bytes], method: str, target: str, headers: Mapping[str, str], now: float,
            guard: ReplayGuard, max_skew: float = DEFAULT_MAX_SKEW) -> Verified:
-    """Check the signature headers; the caller then checks the body against `digest`."""
+    """Check the signature headers; the caller then checks the body against `digest`.
+
+    `headers` must look names up case-insensitively, as HTTP header maps do.
+    """
     try:
         ts = headers[HEADER_TIMESTAMP]
         nonce = headers[HEADER_NONCE]

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from rimio.config import NodeConfig
 from rimio.core.head import Head
 from rimio.core.paths import normalize_path
@@ -23,12 +25,14 @@ from rimio.core.slots import slot_for_path
 from rimio.errors import BadRequest, Gone, NotFound, PayloadTooLarge, PreconditionFailed, QuorumLost
 from rimio.ops.cursor import decode_cursor, encode_cursor
 from rimio.storage.meta import CommitOutcome, Precondition
-from rimio.storage.store import LocalStore, StoredObject
+from rimio.storage.store import LocalStore, StoredObject, WriteSession
 
 _WRITE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Chunks are gathered to this size before a worker thread writes them: fewer
 # thread hops per byte, and hashing runs off the event loop in big strides.
 _WRITE_BATCH = 1024 * 1024
+# Bodies up to this size (with a Content-Length) take the one-hop path.
+SMALL_OBJECT = _WRITE_BATCH
 MAX_LIST_LIMIT = 10_000
 DEFAULT_LIST_LIMIT = 1000
 SLOT_EPOCH = 1  # the layout is fixed by the configuration in this version
@@ -98,10 +102,43 @@ class ObjectService:
 
     async def put(self, req: PutRequest) -> WriteOutcome:
         res = self._local_slot(req.path)
-        store, slot, path = self._store, res.slot_id, res.path
         write_id = validate_write_id(req.write_id)
         if req.content_length is not None and req.content_length > self.max_object_bytes:
             raise PayloadTooLarge(f"the object is larger than {self.max_object_bytes} bytes")
+        if req.content_length is not None and req.content_length <= SMALL_OBJECT:
+            return await self._put_small(res, req, write_id)
+        return await self._put_streaming(res, req, write_id)
+
+    def _put_result(self, head: Head) -> dict[str, Any]:
+        return {"path": head.path, "slot_id": head.slot_id, "generation": head.generation,
+                "etag": head.etag, "size_bytes": head.size_bytes, "committed_replicas": 1}
+
+    async def _put_small(self, res: Resolution, req: PutRequest,
+                         write_id: str | None) -> WriteOutcome:
+        data = bytearray()
+        async for chunk in req.body:
+            data += chunk
+            if len(data) > SMALL_OBJECT:
+                raise BadRequest("the body is longer than its Content-Length")
+        if len(data) != req.content_length:
+            raise BadRequest("the body is shorter than its Content-Length")
+        outcome, result = await self._store.write_small(
+            res.slot_id, res.path, bytes(data), write_id=write_id or "",
+            now=self._wall_clock(), precondition=req.precondition, result_for=self._put_result)
+        return self._put_outcome(outcome, result)
+
+    @staticmethod
+    def _put_outcome(outcome: CommitOutcome, result: dict[str, Any] | None) -> WriteOutcome:
+        if outcome is CommitOutcome.PRECONDITION_FAILED:
+            raise PreconditionFailed("the object does not match the request's precondition")
+        assert result is not None
+        # SUPERSEDED: a concurrent write with a higher generation won; ours is
+        # acknowledged as written and already overwritten, like any older write.
+        return WriteOutcome(result, replay=outcome is CommitOutcome.REPLAY)
+
+    async def _put_streaming(self, res: Resolution, req: PutRequest,
+                             write_id: str | None) -> WriteOutcome:
+        store, slot, path = self._store, res.slot_id, res.path
         if write_id is not None:
             first = await store.write_result(slot, path, write_id)
             if first is not None:
@@ -113,17 +150,7 @@ class ObjectService:
 
         session = await store.begin_write(slot, path, self._wall_clock())
         try:
-            batch = bytearray()
-            async for chunk in req.body:
-                if session.size + len(batch) + len(chunk) > self.max_object_bytes:
-                    raise PayloadTooLarge(
-                        f"the object is larger than {self.max_object_bytes} bytes")
-                batch += chunk
-                if len(batch) >= _WRITE_BATCH:
-                    await session.write(batch)
-                    batch = bytearray()
-            if batch:
-                await session.write(batch)
+            await self._pump(req.body, session)
             parts, etag, size = await session.finish()
             if req.content_length is not None and size != req.content_length:
                 raise BadRequest("the body is shorter than its Content-Length")
@@ -131,25 +158,43 @@ class ObjectService:
             head = Head(kind="meta", path=path, slot_id=slot, generation=session.generation,
                         write_id=write_id or "", size_bytes=size, etag=etag,
                         part_size=store.part_size, part_count=len(parts), timestamp=now)
-            result = {"path": path, "slot_id": slot, "generation": session.generation,
-                      "etag": etag, "size_bytes": size, "committed_replicas": 1}
+            result = self._put_result(head)
             outcome, first = await store.commit(slot, head, parts, now=now,
                                                 pending_id=session.pending_id,
                                                 precondition=req.precondition, result=result)
         except BaseException:
             await session.abort()
             raise
-        if outcome is CommitOutcome.APPLIED:
-            return WriteOutcome(result, replay=False)
-        await session.abort()
-        if outcome is CommitOutcome.REPLAY:
-            assert first is not None
-            return WriteOutcome(first, replay=True)
-        if outcome is CommitOutcome.PRECONDITION_FAILED:
-            raise PreconditionFailed("the object changed; the precondition no longer holds")
-        # SUPERSEDED: a concurrent write with a higher generation won; ours is
-        # acknowledged as written and already overwritten, like any older write.
-        return WriteOutcome(result, replay=False)
+        if outcome is not CommitOutcome.APPLIED:
+            await session.abort()
+        return self._put_outcome(outcome, first if outcome is CommitOutcome.REPLAY else result)
+
+    async def _pump(self, body: AsyncIterator[bytes], session: WriteSession) -> None:
+        """Receive the body while the previous batch is written: at most three
+        batches (receiving, queued, writing) are in memory at once."""
+        send, receive = trio.open_memory_channel[bytes](1)
+
+        async def writer() -> None:
+            async with receive:
+                async for batch in receive:
+                    await session.write(batch)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            async with send:
+                batch = bytearray()
+                received = 0
+                async for chunk in body:
+                    received += len(chunk)
+                    if received > self.max_object_bytes:
+                        raise PayloadTooLarge(
+                            f"the object is larger than {self.max_object_bytes} bytes")
+                    batch += chunk
+                    if len(batch) >= _WRITE_BATCH:
+                        await send.send(bytes(batch))
+                        batch = bytearray()
+                if batch:
+                    await send.send(bytes(batch))
 
     async def delete(self, raw_path: str, write_id: str | None = None) -> WriteOutcome:
         res = self._local_slot(raw_path)
@@ -186,15 +231,17 @@ class ObjectService:
 
     # -- reads ------------------------------------------------------------------
 
-    async def open_read(self, raw_path: str) -> StoredObject:
-        """The current object at `path`; 404 if never written, 410 if deleted."""
+    async def open_read(self, raw_path: str,
+                        inline_up_to: int = -1) -> tuple[StoredObject, bytes | None]:
+        """The current object at `path` (404 if never written, 410 if deleted)
+        and, when it is at most `inline_up_to` bytes, its content."""
         res = self._local_slot(raw_path)
-        obj = await self._store.get_object(res.slot_id, res.path)
+        obj, data = await self._store.read_small(res.slot_id, res.path, inline_up_to)
         if obj is None:
             raise NotFound(f"{res.path} does not exist")
         if obj.head.deleted:
             raise Gone(f"{res.path} was deleted")
-        return obj
+        return obj, data
 
     def read(self, obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
         return self._store.read_object(obj, start, end)

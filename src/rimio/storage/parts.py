@@ -60,12 +60,15 @@ class ObjectWriter:
     `abort` removes every file this writer created.
     """
 
-    def __init__(self, slot_dir: Path, gen_dir_rel: str, part_size: int) -> None:
+    def __init__(self, slot_dir: Path, gen_dir_rel: str, part_size: int, *,
+                 hash_object: bool = True) -> None:
+        # hash_object=False: the caller hashes the whole object itself (in
+        # parallel); `finish` then reports an empty etag.
         self._slot_dir = slot_dir
         self._gen_rel = gen_dir_rel
         self._gen_dir = slot_dir / gen_dir_rel
         self._part_size = part_size
-        self._object_hash = hashlib.sha256()
+        self._object_hash = hashlib.sha256() if hash_object else None
         self._size = 0
         self._records: list[PartRecord] = []
         self._created: list[Path] = []
@@ -91,7 +94,8 @@ class ObjectWriter:
             while written < len(chunk):
                 written += os.write(self._fd, chunk[written:])
             self._part_hash.update(chunk)
-            self._object_hash.update(chunk)
+            if self._object_hash is not None:
+                self._object_hash.update(chunk)
             self._part_len += len(chunk)
             self._size += len(chunk)
             view = view[len(chunk):]
@@ -104,7 +108,8 @@ class ObjectWriter:
             self._seal_part()
         if self._dir_ready:
             fsync_dir(self._gen_dir)
-        return list(self._records), self._object_hash.hexdigest(), self._size
+        etag = self._object_hash.hexdigest() if self._object_hash is not None else ""
+        return list(self._records), etag, self._size
 
     def abort(self) -> None:
         if self._fd is not None:

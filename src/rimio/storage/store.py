@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from rimio.storage.parts import (
     read_range,
     remove_files,
 )
+from rimio.storage.slot_cache import SlotCache
 
 T = TypeVar("T")
 
@@ -73,7 +75,8 @@ def check_disk_usable(path: Path) -> None:
 
 class LocalStore:
     def __init__(
-        self, disks: Sequence[Path], *, total_slots: int, part_size: int, io_threads: int = 8
+        self, disks: Sequence[Path], *, total_slots: int, part_size: int, io_threads: int = 8,
+        max_open_slots: int = 128,
     ) -> None:
         if not disks:
             raise ConfigError("a node needs at least one disk")
@@ -81,9 +84,9 @@ class LocalStore:
         self.total_slots = total_slots
         self.part_size = part_size
         self._limiter = trio.CapacityLimiter(io_threads)
-        self._slots: dict[int, SlotMeta] = {}
         self._slot_dirs: dict[int, Path] = {}
-        self._open_lock = trio.Lock()
+        self._cache = SlotCache(self.slot_dir, max_open=max_open_slots,
+                                on_first_open=self._recover_slot, on_create=self._create_slot)
         self.recovered_writes = 0
 
     # -- life cycle -----------------------------------------------------------
@@ -114,17 +117,14 @@ class LocalStore:
                     slot = int(entry.name)
                     if slot < self.total_slots and slot not in self._slot_dirs:
                         self._slot_dirs[slot] = Path(entry.path)
+        # Every slot is opened once now, so interrupted writes are cleaned up
+        # before the node serves; the cache closes them again as it fills up.
         for slot in sorted(self._slot_dirs):
-            meta = self._open_slot_sync(slot)
-            for pending in meta.pending():
-                self._discard_pending_sync(slot, meta, pending)
-                self.recovered_writes += 1
+            with self._cache.acquire(slot):
+                pass
 
     async def close(self) -> None:
-        for meta in self._slots.values():
-            with meta.lock:
-                meta.close()
-        self._slots.clear()
+        await self._thread(self._cache.close_all)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -137,28 +137,22 @@ class LocalStore:
             return known
         return self._disks[slot % len(self._disks)] / "slots" / str(slot)
 
-    def _open_slot_sync(self, slot: int) -> SlotMeta:
-        meta = self._slots.get(slot)
-        if meta is None:
-            d = self.slot_dir(slot)
+    def _create_slot(self, slot: int) -> None:
+        d = self.slot_dir(slot)
+        if slot not in self._slot_dirs:
             ensure_dir(d)
-            meta = SlotMeta(d / "meta.sqlite3")
-            self._slots[slot] = meta
             self._slot_dirs[slot] = d
-        return meta
 
-    async def _meta(self, slot: int) -> SlotMeta:
-        meta = self._slots.get(slot)
-        if meta is not None:
-            return meta
-        async with self._open_lock:
-            return await self._thread(self._open_slot_sync, slot)
+    def _recover_slot(self, slot: int, meta: SlotMeta) -> None:
+        for pending in meta.pending():
+            self._discard_pending_sync(slot, meta, pending)
+            self.recovered_writes += 1
 
     async def _with_slot(self, slot: int, fn: Callable[..., T], *args: Any) -> T:
-        meta = await self._meta(slot)
+        """Run `fn(meta, *args)` in a worker thread, holding the slot."""
 
         def locked() -> T:
-            with meta.lock:
+            with self._cache.acquire(slot) as meta:
                 return fn(meta, *args)
 
         return await self._thread(locked)
@@ -175,17 +169,7 @@ class LocalStore:
         return await self._with_slot(slot, SlotMeta.write_result, path, write_id)
 
     async def get_object(self, slot: int, path: str) -> StoredObject | None:
-        def fetch(meta: SlotMeta) -> StoredObject | None:
-            head = meta.current_head(path)
-            if head is None:
-                return None
-            parts = tuple(meta.parts_of(head)) if head.kind == "meta" else ()
-            return StoredObject(head, parts, self.slot_dir(slot))
-
-        obj = await self._with_slot(slot, fetch)
-        if obj is not None and len(obj.parts) != obj.head.part_count:
-            raise StorageCorrupt(f"{path}: head names {obj.head.part_count} parts, "
-                                 f"{len(obj.parts)} are recorded")
+        obj, _ = await self.read_small(slot, path, max_bytes=-1)
         return obj
 
     async def read_object(self, obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
@@ -229,14 +213,16 @@ class LocalStore:
         def scan() -> list[Head]:
             found: list[Head] = []
             for slot in sorted(self._slot_dirs):
-                meta = self._slots.get(slot) or self._open_slot_sync(slot)
-                with meta.lock:
+                with self._cache.acquire(slot) as meta:
                     found.extend(meta.list_current(prefix, after, limit, include_deleted))
+                # keep only the `limit` smallest so far: memory stays bounded
+                if len(found) > limit:
+                    found.sort(key=lambda h: h.path)
+                    del found[limit:]
             found.sort(key=lambda h: h.path)
             return found[:limit]
 
-        async with self._open_lock:
-            return await self._thread(scan)
+        return await self._thread(scan)
 
     # -- writes -----------------------------------------------------------------
 
@@ -244,8 +230,93 @@ class LocalStore:
         """Start writing the next generation of `path` on this node."""
         blob_dir = "/".join(["blobs", *disk_segments(path)])
         pending = await self._with_slot(slot, SlotMeta.begin_pending, path, blob_dir, now)
-        writer = ObjectWriter(self.slot_dir(slot), pending.gen_dir, self.part_size)
+        writer = ObjectWriter(self.slot_dir(slot), pending.gen_dir, self.part_size,
+                              hash_object=False)
         return WriteSession(self, slot, pending, writer)
+
+    async def write_small(
+        self,
+        slot: int,
+        path: str,
+        data: bytes,
+        *,
+        write_id: str,
+        now: float,
+        precondition: Precondition | None,
+        result_for: Callable[[Head], dict[str, Any]],
+    ) -> tuple[CommitOutcome, dict[str, Any] | None]:
+        """A whole small object in one worker-thread call (one hop, not five).
+
+        Same steps and crash safety as the streaming path: write-id replay,
+        precondition, pending marker, durable parts, atomic head commit. The
+        outcome comes with the result to report (the first one for a replay).
+        """
+        blob_dir = "/".join(["blobs", *disk_segments(path)])
+
+        def run() -> tuple[CommitOutcome, dict[str, Any] | None]:
+            with self._cache.acquire(slot) as meta:
+                if write_id:
+                    first = meta.write_result(path, write_id)
+                    if first is not None:
+                        return CommitOutcome.REPLAY, first
+                if precondition is not None and not precondition.holds(meta.current_head(path)):
+                    return CommitOutcome.PRECONDITION_FAILED, None
+                pending = meta.begin_pending(path, blob_dir, now)
+                writer = ObjectWriter(self.slot_dir(slot), pending.gen_dir, self.part_size)
+                try:
+                    writer.write(data)
+                    parts, etag, size = writer.finish()
+                    head = Head(kind="meta", path=path, slot_id=slot,
+                                generation=pending.generation, write_id=write_id,
+                                size_bytes=size, etag=etag, part_size=self.part_size,
+                                part_count=len(parts), timestamp=now)
+                    result = result_for(head)
+                    outcome, first = meta.commit(head, parts, now=now, pending_id=pending.id,
+                                                 precondition=precondition, result=result)
+                except BaseException:
+                    writer.abort()
+                    meta.drop_pending(pending.id)
+                    raise
+                if outcome is not CommitOutcome.APPLIED:
+                    writer.abort()
+                    meta.drop_pending(pending.id)
+                return outcome, first if outcome is CommitOutcome.REPLAY else result
+
+        try:
+            return await self._thread(run)
+        except OSError as exc:
+            raise _disk_error(exc) from None
+
+    async def read_small(self, slot: int, path: str,
+                         max_bytes: int) -> tuple[StoredObject | None, bytes | None]:
+        """The current object and, when it is at most `max_bytes`, its bytes (one hop)."""
+
+        def run() -> tuple[StoredObject | None, bytes | None]:
+            with self._cache.acquire(slot) as meta:
+                head = meta.current_head(path)
+                if head is None:
+                    return None, None
+                parts = tuple(meta.parts_of(head)) if head.kind == "meta" else ()
+            obj = StoredObject(head, parts, self.slot_dir(slot))
+            if head.deleted or head.size_bytes > max_bytes or len(parts) != head.part_count:
+                return obj, None
+            chunks = []
+            for p in parts:
+                try:
+                    with open(obj.slot_dir / p.local_path, "rb") as f:
+                        chunk = f.read()
+                except FileNotFoundError:
+                    raise StorageCorrupt(f"part file {p.local_path} is missing") from None
+                if len(chunk) != p.size_bytes:
+                    raise StorageCorrupt(f"part file {p.local_path} has the wrong size")
+                chunks.append(chunk)
+            return obj, b"".join(chunks)
+
+        obj, data = await self._thread(run)
+        if obj is not None and len(obj.parts) != obj.head.part_count:
+            raise StorageCorrupt(f"{path}: head names {obj.head.part_count} parts, "
+                                 f"{len(obj.parts)} are recorded")
+        return obj, data
 
     async def commit(
         self,
@@ -286,16 +357,14 @@ class LocalStore:
         """Remove superseded heads (and their parts) older than `cutoff`."""
         removed = 0
         for slot in sorted(self._slot_dirs):
-            meta = await self._meta(slot)
-            slot_dir = self.slot_dir(slot)
 
-            def sweep(meta: SlotMeta = meta, slot_dir: Path = slot_dir) -> int:
-                with meta.lock:
+            def sweep(slot: int = slot) -> int:
+                with self._cache.acquire(slot) as meta:
                     victims = meta.superseded_before(cutoff, batch)
                     files: list[str] = []
                     for path, gen, sha in victims:
                         files.extend(meta.forget_head(path, gen, sha))
-                remove_files(slot_dir, files)
+                remove_files(self.slot_dir(slot), files)
                 return len(victims)
 
             removed += await self._thread(sweep)
@@ -312,22 +381,29 @@ class WriteSession:
         self.pending_id = pending.id
         self.generation = pending.generation
         self._writer = writer
+        self._object_hash = hashlib.sha256()
 
     @property
     def size(self) -> int:
         return self._writer.size
 
     async def write(self, data: bytes | bytearray) -> None:
+        """Write a batch; the object's hash runs beside the part write, on
+        another worker thread (hashlib releases the GIL), so each byte is
+        hashed twice in the time of once."""
         try:
-            await self._store._thread(self._writer.write, data)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._store._thread, self._object_hash.update, data)
+                await self._store._thread(self._writer.write, data)
         except OSError as exc:
             raise _disk_error(exc) from None
 
     async def finish(self) -> tuple[list[PartRecord], str, int]:
         try:
-            return await self._store._thread(self._writer.finish)
+            parts, _, size = await self._store._thread(self._writer.finish)
         except OSError as exc:
             raise _disk_error(exc) from None
+        return parts, self._object_hash.hexdigest(), size
 
     async def abort(self) -> None:
         """Remove what this write put on disk; runs even when cancelled."""
