@@ -122,6 +122,7 @@ class Node:
             total_slots=config.cluster.replication.total_slots,
             part_size=storage.part_size_bytes,
             io_threads=storage.io_threads,
+            max_open_slots=storage.max_open_slots,
         )
         self.objects = ObjectService(config, self.store)
         self.address: Address = config.spec.advertise_addr
