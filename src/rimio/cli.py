@@ -1,4 +1,4 @@
-"""`rimio`: the command line (`start`, `demo`).
+"""`rimio`: the command line (`start`, `join`, `demo`).
 
 Every failure a user can cause ends in one line on stderr and a non-zero
 exit status, never a traceback.
@@ -22,13 +22,15 @@ from rimio.cluster.bootstrap import config_from_bootstrap, fetch_bootstrap, pars
 from rimio.config import (
     NODE_ID,
     Address,
+    ClusterConfig,
     NodeConfig,
+    NodeSpec,
+    ReplicationConfig,
     load_config,
     load_keyring,
-    single_node_config,
 )
 from rimio.errors import ConfigError
-from rimio.node import Node
+from rimio.node import Node, check_port_free
 
 EXIT_CONFIG = 2
 
@@ -45,14 +47,26 @@ def _raise_fd_limit() -> None:
 async def run_node(config: NodeConfig, banner: str | None = None,
                    seeds: list[str] | None = None) -> None:
     """Run one node until SIGTERM or SIGINT, then stop gracefully."""
+    await run_nodes([config], banner, seeds)
+
+
+async def run_nodes(configs: list[NodeConfig], banner: str | None = None,
+                    seeds: list[str] | None = None) -> None:
+    """Run nodes in this process until SIGTERM or SIGINT, then stop them gracefully."""
     log = logging.getLogger("rimio")
+    for config in configs:  # every port before any disk is touched
+        check_port_free(config.spec.bind_addr)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as guard:
-            async with Node(config, seeds=seeds or ()) as node:
-                print(f"rimio {__version__}: node {node.node_id} serving on {node.url}",
-                      file=sys.stderr, flush=True)
+            async with contextlib.AsyncExitStack() as stack:
+                nodes = [await stack.enter_async_context(Node(c, seeds=seeds or ()))
+                         for c in configs]
+                for node in nodes:
+                    print(f"rimio {__version__}: node {node.node_id} serving on {node.url}",
+                          file=sys.stderr, flush=True)
                 if banner:
-                    print(banner.format(url=node.url), flush=True)
+                    print(banner.format(url=nodes[0].url,
+                                        urls=", ".join(n.url for n in nodes)), flush=True)
                 async for signum in signals:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break
@@ -82,14 +96,32 @@ async def _absorb_signals(signals: AsyncIterator[int]) -> None:
 
 
 DEMO_BANNER = """\
-Rimio demo node is up at {url}  (data in {data})
+Rimio demo cluster is up: {urls}  (data in {data})
+Each node serves every path; objects are spread over the nodes by slot.
 
 Try it:
   curl -X PUT --data-binary 'hello edge' {url}/api/v1/blobs/hello.txt
   curl {url}/api/v1/blobs/hello.txt
   curl '{url}/api/v1/blobs?prefix=hel'
+  curl {url}/api/v1/nodes
 
 Stop with Ctrl-C."""
+
+
+def demo_configs(data: Path, port: int, count: int) -> list[NodeConfig]:
+    """A cluster of `count` nodes on loopback ports port.., one replica per slot."""
+    if not 1 <= count <= 9:
+        raise ConfigError("--nodes must be between 1 and 9")
+    if not 1 <= port <= 65535 - count + 1:
+        raise ConfigError(f"--port {port} is out of range")
+    specs = tuple(
+        NodeSpec(f"node-{i + 1}", Address("127.0.0.1", port + i),
+                 Address("127.0.0.1", port + i), (data / f"node-{i + 1}",))
+        for i in range(count)
+    )
+    cluster = ClusterConfig(name="rimio-demo", nodes=specs,
+                            replication=ReplicationConfig(replicas=1, min_write_replicas=1))
+    return [NodeConfig(cluster=cluster, spec=s) for s in specs]
 
 
 def _single_leaf(exc: BaseException) -> BaseException:
@@ -117,9 +149,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     join.add_argument("--disk", required=True, type=Path, help="data directory")
     join.add_argument("--key-file", type=Path, help="the cluster key file, if it uses one")
 
-    demo = sub.add_parser("demo", help="run a local node on loopback with data in ./rimio-data")
+    demo = sub.add_parser("demo", help="run a local cluster on loopback, data in ./rimio-data")
     demo.add_argument("--data", type=Path, default=Path("rimio-data"))
-    demo.add_argument("--port", type=int, default=19080)
+    demo.add_argument("--port", type=int, default=19080, help="first node's port")
+    demo.add_argument("--nodes", type=int, default=3, help="how many nodes (1-9)")
     return parser.parse_args(argv)
 
 
@@ -138,12 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "join":
             trio.run(_join, args)
         elif args.command == "demo":
-            if not 0 <= args.port <= 65535:
-                raise ConfigError(f"--port {args.port} is out of range")
             data = args.data.resolve()
-            config = single_node_config(data, bind=Address("127.0.0.1", args.port),
-                                        cluster_name="rimio-demo")
-            trio.run(run_node, config, DEMO_BANNER.replace("{data}", str(data)))
+            configs = demo_configs(data, args.port, args.nodes)
+            trio.run(run_nodes, configs, DEMO_BANNER.replace("{data}", str(data)))
     except ConfigError as exc:
         print(f"rimio: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

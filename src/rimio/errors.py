@@ -82,3 +82,19 @@ class ShuttingDown(RimioError):
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the CLI prints it on one line."""
+
+
+def rimio_error_in(exc: BaseException) -> RimioError | None:
+    """The RimioError a (possibly nested) exception group carries, if any.
+
+    trio nurseries wrap errors in groups; a client should still get the
+    error's own status, not a 500.
+    """
+    if isinstance(exc, RimioError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = rimio_error_in(inner)
+            if found is not None:
+                return found
+    return None

@@ -29,6 +29,7 @@ from hypercorn.trio import serve
 from rimio.api.app import NodeView, create_app
 from rimio.api.inflight import InFlight
 from rimio.cluster.membership import MembershipService
+from rimio.cluster.peers import PeerClient
 from rimio.config import Address, NodeConfig
 from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
@@ -161,6 +162,9 @@ class Node:
                 transport = HttpTransport(str(self.address), keyring=self.keyring,
                                           packet_timeout=swim.probe_timeout)
                 stack.push_async_callback(transport.aclose)  # after the nursery is gone
+            peers = PeerClient(self.keyring)
+            stack.push_async_callback(peers.aclose)
+            self.objects.peers = peers
             nursery = await stack.enter_async_context(trio.open_nursery())
             view = await self._start_server(nursery)
             membership = await self._start_membership(nursery, view, incarnation, transport)
@@ -248,7 +252,16 @@ class Node:
                                        keyring=self.keyring, incarnation=incarnation)
         self.membership = membership
         view.membership = membership
+        self.objects.is_alive = self._is_alive
         return membership
+
+    def _is_alive(self, node_id: str) -> bool:
+        """Whether requests should be sent to `node_id` (suspects still are)."""
+        if self.membership is None or node_id == self.node_id:
+            return True
+        member = self.membership.member.member(node_id)
+        # Unknown (not heard of yet) counts as alive: try it, the transport will tell.
+        return member is None or member.status.value in ("alive", "suspect")
 
     async def _run_background(self, membership: MembershipService, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -176,13 +177,33 @@ def test_write_id_replay_survives_a_restart(
     assert temp_files(one_node.disk) == []
 
 
+def _consecutive_free_ports(count: int) -> int:
+    for _ in range(50):
+        start = free_port()
+        if start + count > 65535:
+            continue
+        socks = []
+        try:
+            for i in range(count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((HOST, start + i))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports found")
+
+
 @pytest.mark.process
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("explicit_data", [True, False], ids=["data-dir", "default-data"])
 def test_demo_serves_prints_url_and_curl_and_exits_0_on_sigint(
     rimio_pool: ProcessPool, tmp_path: Path, explicit_data: bool
 ) -> None:
-    port = free_port()
+    port = _consecutive_free_ports(3)  # the demo is a 3-node cluster on port, port+1, port+2
     url = f"http://{HOST}:{port}"
     data = tmp_path / "my-data" if explicit_data else tmp_path / "rimio-data"
     args = ["demo", "--port", str(port)]
@@ -203,7 +224,11 @@ def test_demo_serves_prints_url_and_curl_and_exits_0_on_sigint(
         assert put.status_code == 201, put.text
         got = client.get(f"{url}/api/v1/blobs/hello.txt")
         assert got.status_code == 200 and got.content == b"hello edge"
-    assert (data / "slots").is_dir(), sorted(p.name for p in tmp_path.iterdir())
+    assert (data / "node-1" / "slots").is_dir(), sorted(p.name for p in tmp_path.iterdir())
+    with httpx.Client(timeout=15) as client:
+        for i in (1, 2):  # every node serves every path (forwarding to the slot's node)
+            got = client.get(f"http://{HOST}:{port + i}/api/v1/blobs/hello.txt")
+            assert got.status_code == 200 and got.content == b"hello edge"
 
     assert proc.stop(signal.SIGINT) == 0, proc.describe()
     assert "Traceback" not in proc.stderr(), proc.stderr()

@@ -9,7 +9,7 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from rimio.errors import RangeNotSatisfiable, RimioError
+from rimio.errors import RangeNotSatisfiable, RimioError, rimio_error_in
 
 log = logging.getLogger("rimio.api")
 
@@ -20,7 +20,6 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def install_error_handlers(app: QuartTrio) -> None:
-    @app.errorhandler(RimioError)
     async def _rimio(exc: RimioError) -> Response:
         resp = error_response(exc.status, exc.code, exc.message)
         if isinstance(exc, RangeNotSatisfiable):
@@ -28,6 +27,8 @@ def install_error_handlers(app: QuartTrio) -> None:
         if exc.status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
         return resp
+
+    app.register_error_handler(RimioError, _rimio)
 
     @app.errorhandler(HTTPException)
     async def _http(exc: HTTPException) -> Response:
@@ -37,5 +38,8 @@ def install_error_handlers(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:
+        wrapped = rimio_error_in(exc)
+        if wrapped is not None:
+            return await _rimio(wrapped)
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal error; see the node's log")

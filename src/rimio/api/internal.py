@@ -17,8 +17,9 @@ from quart import Blueprint, Response, request
 
 from rimio.api.public import json_response
 from rimio.core.auth import AuthError, ReplayGuard, verify
-from rimio.errors import PayloadTooLarge, Unauthorized
+from rimio.errors import BadRequest, PayloadTooLarge, Unauthorized
 from rimio.net.http import CONTENT_TYPE
+from rimio.ops.objects import MAX_LIST_LIMIT
 
 if TYPE_CHECKING:
     from rimio.api.app import NodeView
@@ -76,6 +77,18 @@ def internal_routes(view: NodeView) -> Blueprint:
         if reply is None:
             return Response(b"", status=204)
         return Response(reply, status=200, content_type=CONTENT_TYPE)
+
+    @bp.route("/internal/v1/heads", methods=["GET"])
+    async def heads() -> Response:
+        """This node's current heads, tombstones included, for cluster listings."""
+        await authenticated_body()
+        args = request.args
+        limit_text = args.get("limit", "1000")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT + 1:
+            raise BadRequest("limit out of range")
+        found = await view.objects.local_heads(args.get("prefix", ""), args.get("after"),
+                                               int(limit_text))
+        return json_response({"heads": [h.to_dict() for h in found]})
 
     @bp.route("/internal/v1/cluster/bootstrap", methods=["GET"])
     async def bootstrap() -> Response:

@@ -9,8 +9,9 @@ from urllib.parse import unquote_to_bytes
 
 from quart import Blueprint, Response, request
 
+from rimio.cluster.peers import FORWARDED_BY
 from rimio.core.ranges import parse_range
-from rimio.errors import BadRequest
+from rimio.errors import BadRequest, QuorumLost
 from rimio.ops.objects import DEFAULT_LIST_LIMIT, PutRequest
 from rimio.storage.meta import Precondition
 
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
 BLOBS_PREFIX = b"/api/v1/blobs/"
 # Objects up to this size are read in the same worker-thread call as their head.
 INLINE_READ = 1024 * 1024
+# What a forwarded request and its answer carry across (hop-by-hop headers stay).
+_FORWARD_REQUEST = {"content-length", "content-type", "range", "if-range", "if-match",
+                    "if-none-match", "x-rimio-write-id"}
+_FORWARD_RESPONSE = {"content-type", "etag", "x-rimio-generation", "accept-ranges",
+                     "content-range"}
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -114,6 +120,9 @@ def public_routes(view: NodeView) -> Blueprint:
     @bp.route("/api/v1/blobs/<anypath:_unused>", methods=["GET", "HEAD", "PUT", "DELETE"])
     async def blob(_unused: str = "") -> Response:
         path = _blob_path()
+        _, forward_to = objects.route(path)
+        if forward_to is not None:
+            return await _forward(forward_to)
         if request.method == "PUT":
             return await _put(path)
         if request.method == "DELETE":
@@ -123,6 +132,41 @@ def public_routes(view: NodeView) -> Blueprint:
                 payload["idempotent_replay"] = True
             return json_response(payload, 200)
         return await _get(path, head_only=request.method == "HEAD")
+
+    async def _forward(address: str) -> Response:
+        """Serve the request from the node that holds the slot, streaming both ways."""
+        if request.headers.get(FORWARDED_BY):
+            # The sender thought we hold the slot; we think another node does.
+            raise QuorumLost("the nodes disagree on where this object lives (misrouted)")
+        if objects.peers is None:
+            raise QuorumLost("this node cannot reach other nodes")
+        headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARD_REQUEST}
+        headers[FORWARDED_BY] = view.node_id
+        raw_target = request.scope.get("raw_path", b"").decode("latin-1")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        if query:
+            raw_target += f"?{query}"
+        body = _body() if request.method == "PUT" else None
+        upstream = await objects.peers.forward(address, request.method, raw_target, headers,
+                                               body)
+        out_headers = {k: v for k, v in upstream.headers.items()
+                       if k.lower() in _FORWARD_RESPONSE}
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+
+        if request.method == "HEAD":
+            await upstream.aclose()
+            resp = Response(b"", status=upstream.status_code, headers=out_headers)
+        else:
+            resp = Response(stream(), status=upstream.status_code, headers=out_headers)
+        if "content-length" in upstream.headers:
+            resp.headers["Content-Length"] = upstream.headers["content-length"]
+        return resp
 
     async def _put(path: str) -> Response:
         req = PutRequest(path=path, body=_body(), content_length=_content_length(),

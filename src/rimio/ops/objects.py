@@ -17,8 +17,10 @@ from typing import Any
 
 import trio
 
+from rimio.cluster.peers import PeerClient
 from rimio.config import NodeConfig
 from rimio.core.head import Head
+from rimio.core.listing import merge_listings
 from rimio.core.paths import normalize_path
 from rimio.core.placement import replicas_for_slot
 from rimio.core.slots import slot_for_path
@@ -78,6 +80,10 @@ class ObjectService:
         self._store = store
         self._wall_clock = wall_clock
         self.max_object_bytes = config.cluster.storage.max_object_bytes
+        self._addresses = {n.node_id: str(n.advertise_addr) for n in config.cluster.nodes}
+        # Set by the node once membership runs; until then everyone counts as alive.
+        self.is_alive: Callable[[str], bool] = lambda node_id: True
+        self.peers: PeerClient | None = None
 
     # -- routing ----------------------------------------------------------------
 
@@ -89,13 +95,28 @@ class ObjectService:
         replicas = replicas_for_slot(slot, layout, cluster.effective_replicas)
         return Resolution(path, slot, tuple(replicas), cluster.write_quorum, SLOT_EPOCH)
 
-    def _local_slot(self, raw_path: str) -> Resolution:
+    def route(self, raw_path: str) -> tuple[Resolution, str | None]:
+        """Where a request for `raw_path` is served: here (None) or the address
+        of the replica to forward it to. Raises QuorumLost when nobody can."""
         res = self.resolve(raw_path)
-        if res.replicas != (self._config.node_id,):
+        me = self._config.node_id
+        if res.replicas == (me,):
+            return res, None
+        if me in res.replicas or len(res.replicas) > 1:
             raise QuorumLost(
-                f"slot {res.slot_id} is placed on {', '.join(res.replicas)}; writes and reads "
-                "across nodes need replication, which this version does not have yet"
+                f"slot {res.slot_id} is placed on {', '.join(res.replicas)}; with more than one "
+                "replica per slot, writes and reads need replication between nodes, which this "
+                "version does not have yet"
             )
+        owner = res.replicas[0]
+        if not self.is_alive(owner):
+            raise QuorumLost(f"slot {res.slot_id} is held by {owner}, which is down")
+        return res, self._addresses[owner]
+
+    def _local_slot(self, raw_path: str) -> Resolution:
+        res, forward_to = self.route(raw_path)
+        if forward_to is not None:
+            raise QuorumLost(f"slot {res.slot_id} is held by {res.replicas[0]}, not this node")
         return res
 
     # -- writes -----------------------------------------------------------------
@@ -249,9 +270,14 @@ class ObjectService:
     async def check_readable(self, obj: StoredObject) -> None:
         await self._store.check_parts_present(obj)
 
+    async def local_heads(self, prefix: str, after: str | None, limit: int) -> list[Head]:
+        """This node's current heads (tombstones included), for cluster listings."""
+        return await self._store.list_heads(prefix, after, limit, include_deleted=True)
+
     async def list(
         self, prefix: str, limit: int, cursor: str | None, include_deleted: bool
     ) -> dict[str, Any]:
+        """A page of the cluster-wide listing: every node's heads, merged."""
         if len(prefix.encode("utf-8")) > 1024 or any(ord(c) < 0x20 or ord(c) == 0x7F
                                                      for c in prefix):
             raise BadRequest("prefix is longer than 1024 bytes or has control characters")
@@ -259,13 +285,31 @@ class ObjectService:
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}")
         after = decode_cursor(cursor) if cursor else None
-        heads = await self._store.list_heads(prefix, after, limit + 1, include_deleted)
-        more = len(heads) > limit
-        heads = heads[:limit]
+        fetch = limit + 1
+        me = self._config.node_id
+        others = [n for n in self._addresses if n != me]
+        sources: list[list[Head]] = [[] for _ in range(len(others) + 1)]
+
+        async def local() -> None:
+            sources[0] = await self.local_heads(prefix, after, fetch)
+
+        async def remote(i: int, node_id: str) -> None:
+            if self.peers is None:
+                raise QuorumLost("no peer client to list other nodes with")
+            if not self.is_alive(node_id):
+                raise QuorumLost(f"listing needs {node_id}, which is down")
+            sources[i] = await self.peers.list_heads(self._addresses[node_id], prefix, after,
+                                                     fetch)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(local)
+            for i, node_id in enumerate(others, start=1):
+                nursery.start_soon(remote, i, node_id)
+        page = merge_listings(sources, fetch, limit, include_deleted)
         items = [
             {"path": h.path, "generation": h.generation, "etag": h.etag or None,
              "size_bytes": h.size_bytes, "deleted": h.deleted, "updated_at": h.timestamp}
-            for h in heads
+            for h in page.heads
         ]
-        return {"items": items,
-                "next_cursor": encode_cursor(heads[-1].path) if more and heads else None}
+        next_cursor = encode_cursor(page.next_after) if page.next_after is not None else None
+        return {"items": items, "next_cursor": next_cursor}
