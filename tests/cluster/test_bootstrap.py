@@ -61,7 +61,7 @@ def test_a_dead_members_id_may_be_reused_but_not_a_live_one() -> None:
                                      {"replication": {"replicas": 0}},
                                      {"membership": {"probe_interval": -1}}])
 def test_malformed_bootstrap_is_refused(changes: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match="unusable|malformed"):
+    with pytest.raises(ConfigError, match=r"unusable|malformed"):
         _join(_state(**changes))
 
 
