@@ -135,8 +135,8 @@ async def _raw_request(node: Node, method: str, target: str, body: bytes = b"") 
                 "Connection: close\r\n\r\n").encode()
         await stream.send_all(head + body)
         data = b""
-        # Read by Content-Length: hypercorn does not close on `Connection: close`
-        # (pgjones/hypercorn#330), so EOF cannot mark the end of the response.
+        # Read by Content-Length, as clients do; `test_connection_close_is_honoured`
+        # checks the server closes too.
         with trio.fail_after(10):
             while b"\r\n\r\n" not in data:
                 data += await stream.receive_some()
@@ -317,3 +317,33 @@ async def test_connection_is_usable_after_an_early_answer(client: httpx.AsyncCli
         assert r.status_code == 200
         with trio.fail_after(5):
             assert (await client.get("/api/v1/healthz")).status_code == 200
+
+
+async def test_connection_close_is_honoured(node: Node) -> None:
+    """quart-trio cancelled the handler inside its last send, which kept
+    hypercorn from closing the socket; `api/body.py` prevents that."""
+    for method, target, body in (("GET", "/api/v1/healthz", b""),
+                                 ("PUT", "/api/v1/blobs/a/../b", b"x"),
+                                 ("PUT", "/api/v1/blobs/ok", b"x")):
+        stream = await trio.open_tcp_stream(node.address.host, node.address.port)
+        async with stream:
+            await stream.send_all(f"{method} {target} HTTP/1.1\r\nHost: x\r\n"
+                                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                                  .encode() + body)
+            with trio.fail_after(5):
+                while await stream.receive_some():
+                    pass  # read until the server closes
+
+
+async def test_keep_alive_connections_are_reused(node: Node) -> None:
+    stream = await trio.open_tcp_stream(node.address.host, node.address.port)
+    async with stream:
+        for _ in range(3):
+            await stream.send_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            with trio.fail_after(5):
+                while b'"cluster"' not in data:
+                    chunk = await stream.receive_some()
+                    assert chunk, "the server closed a keep-alive connection"
+                    data += chunk
+            assert data.startswith(b"HTTP/1.1 200")

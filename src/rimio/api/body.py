@@ -1,4 +1,6 @@
-"""Request bodies with backpressure.
+"""The HTTP connection of quart-trio, fixed for streaming and for closing.
+
+Request bodies with backpressure:
 
 Quart's stock ASGI connection appends every received chunk to the request
 body without waiting for the handler, so a fast client and a slow disk would
@@ -40,6 +42,26 @@ class BoundedRequest(TrioRequest):  # type: ignore[misc]
 
 
 class BackpressureHTTPConnection(TrioASGIHTTPConnection):  # type: ignore[misc]
+    """quart-trio's HTTP connection with two changes: request-body
+    backpressure (above), and no cancellation of a response that is already
+    finishing. hypercorn delivers `http.disconnect` from *inside* the app's
+    last `send`; the stock connection then cancels the handler mid-send,
+    which interrupts hypercorn closing the socket, so `Connection: close` was
+    never honoured and idle connections were never reaped."""
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        self._response_done = False
+
+        async def tracking_send(message: Any) -> None:
+            if message.get("type") == "http.response.body" and not message.get("more_body"):
+                self._response_done = True
+            await send(message)
+
+        request = self._create_request_from_scope(tracking_send)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.handle_messages, nursery, request, receive)
+            nursery.start_soon(self.handle_request, nursery, request, tracking_send)
+
     async def handle_messages(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Any, receive: Any
     ) -> None:
@@ -53,7 +75,9 @@ class BackpressureHTTPConnection(TrioASGIHTTPConnection):  # type: ignore[misc]
                     await request.body.wait_drained()
             elif message["type"] == "http.disconnect":
                 break
-        nursery.cancel_scope.cancel()
+        if not self._response_done:
+            # The client went away before its answer was complete: stop the handler.
+            nursery.cancel_scope.cancel()
 
 
 def close_if_body_unread(request: Any, response: Any) -> Any:
@@ -64,6 +88,9 @@ def close_if_body_unread(request: Any, response: Any) -> Any:
     it, or its next request would be parsed as the rest of this body.
     """
     body = getattr(request, "body", None)
-    if isinstance(body, BoundedBody) and not body._complete.is_set():
+    length = request.headers.get("Content-Length", "0")
+    has_body = (length != "0" or "chunked" in request.headers.get("Transfer-Encoding", ""))
+    # (a request without a body may not have had its empty body delivered yet)
+    if has_body and isinstance(body, BoundedBody) and not body._complete.is_set():
         response.headers["Connection"] = "close"
     return response
