@@ -87,6 +87,7 @@ class NetStats:
     duplicated: int = 0
     bytes_sent: int = 0
     bytes_by_sender: Counter[str] = field(default_factory=Counter)
+    bytes_by_kind: Counter[str] = field(default_factory=Counter)
 
 
 class SimNetwork:
@@ -131,16 +132,21 @@ class SimNetwork:
         self._seq += 1
         heapq.heappush(self._heap, (max(at, self.now), self._seq, callback))
 
-    def send(self, src: str, dst: str, data: bytes) -> None:
+    def send(self, src: str, dst: str, data: bytes, *, kind: str = "",
+             reliable: bool = False) -> None:
+        """Deliver `data` after the link's delay. `reliable` frames (push-pull,
+        which travels over a stream that retransmits) are not lost at random;
+        partitions still stop them."""
         self.stats.sent += 1
         self.stats.bytes_sent += len(data)
         self.stats.bytes_by_sender[src] += len(data)
+        self.stats.bytes_by_kind[kind] += len(data)
         if (src, dst) in self._blocked:
             self.stats.partitioned += 1
             return
         link = self._links.get((src, dst), self.default)
         rng = self._rng
-        if link.loss and rng.random() < link.loss:
+        if link.loss and not reliable and rng.random() < link.loss:
             self.stats.lost += 1
             return
         copies = 1
@@ -379,7 +385,8 @@ class SimCluster:
         cluster = self.config.cluster
         for a in actions:
             if isinstance(a, Send):
-                self.net.send(node.address, a.to, fr.encode(a.frame, cluster=cluster))
+                self.net.send(node.address, a.to, fr.encode(a.frame, cluster=cluster),
+                              kind=a.frame.TYPE, reliable=a.stream)
             elif isinstance(a, SetTimer):
                 self.net.schedule(a.at, functools.partial(self._timer, node, node.generation,
                                                           a.key))

@@ -346,9 +346,27 @@ def test_ping_req_relay_forwards_ack_or_sends_nack() -> None:
     acts = m.handle_frame(2.0, addr(1), fr.PingReq(78, "p3", addr(3), "p1", addr(1), True))
     (ping,) = sends(acts)
     assert isinstance(ping.frame, fr.Ping)
-    at = timers(acts)[("relay", str(ping.frame.seq))]
-    (nack,) = sends(m.handle_timer(at, ("relay", str(ping.frame.seq))))
+    seq = str(ping.frame.seq)
+    nack_at, relay_at = timers(acts)[("nack", seq)], timers(acts)[("relay", seq)]
+    # The nack must reach the requester before its probe period ends: it sent
+    # the ping-req probe_timeout into the period, so less than
+    # probe_interval - probe_timeout remains for relay + network.
+    assert nack_at - 2.0 < CFG.probe_interval - CFG.probe_timeout
+    (nack,) = sends(m.handle_timer(nack_at, ("nack", seq)))
     assert nack.to == addr(1) and nack.frame == fr.Nack(78, ME)
+    # a late ack is still forwarded until the relay gives up
+    late = m.handle_frame(nack_at + 0.01, addr(3), fr.Ack(ping.frame.seq, "p3"))
+    assert [(s.to, s.frame.seq, s.frame.source) for s in sends(late)] == [(addr(1), 78, "p3")]
+    assert sends(m.handle_timer(relay_at, ("relay", seq))) == []
+
+
+def test_no_nack_when_the_target_answered() -> None:
+    m = make()
+    acts = m.handle_frame(2.0, addr(1), fr.PingReq(79, "p3", addr(3), "p1", addr(1), True))
+    (ping,) = sends(acts)
+    m.handle_frame(2.1, addr(3), fr.Ack(ping.frame.seq, "p3"))
+    assert sends(m.handle_timer(timers(acts)[("nack", str(ping.frame.seq))],
+                                ("nack", str(ping.frame.seq)))) == []
 
 
 def test_relays_are_bounded() -> None:

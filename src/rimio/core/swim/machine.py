@@ -304,7 +304,9 @@ class Member:
         elif kind == "probe-end":
             self._on_probe_end(now, int(ident), out)
         elif kind == "relay":
-            self._on_relay_timeout(int(ident), out)
+            self._on_relay_timeout(int(ident))
+        elif kind == "nack":
+            self._on_nack_timeout(int(ident), out)
         elif kind == "suspicion":
             self._on_suspicion_timeout(now, ident, out)
         elif kind == "gossip":
@@ -431,11 +433,27 @@ class Member:
         ping = fr.Ping(seq, req.target, self.node_id, self.address)
         self._send(out, req.target_address, self._with_updates(ping))
         self._set_timer(out, ("relay", str(seq)), now + self.config.probe_timeout)
+        if req.want_nack:
+            self._set_timer(out, ("nack", str(seq)), now + self._nack_timeout())
 
-    def _on_relay_timeout(self, seq: int, out: list[Action]) -> None:
-        relay = self._relays.pop(seq, None)
+    def _nack_timeout(self) -> float:
+        """When a relay that heard nothing yet tells the requester so.
+
+        The requester sent its ping-req `probe_timeout` into its period and
+        counts nacks only until the period ends, `probe_interval -
+        probe_timeout` later; a nack sent after a full `probe_timeout` (as
+        memberlist does) arrives just too late, and every failed probe then
+        counts against the requester's own health. Answer well within it."""
+        cfg = self.config
+        return min(cfg.probe_timeout, 0.8 * (cfg.probe_interval - cfg.probe_timeout))
+
+    def _on_nack_timeout(self, seq: int, out: list[Action]) -> None:
+        relay = self._relays.get(seq)  # still there: the target has not acked yet
         if relay is not None and relay.want_nack:
             self._send(out, relay.origin_address, fr.Nack(relay.origin_seq, self.node_id))
+
+    def _on_relay_timeout(self, seq: int) -> None:
+        self._relays.pop(seq, None)
 
     # ------------------------------------------------------------------
     # Updates and the table
