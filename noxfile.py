@@ -29,10 +29,16 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against a plain-Python baseline; writes benchmarks/RESULTS.md.
+    """Benchmarks, written to benchmarks/RESULTS.md.
 
-    `nox -s bench -- --quick` for a short run.
+    The single-node benchmark compares against a plain-Python baseline in the
+    same run; the membership measurements run in the deterministic simulator.
+    `nox -s bench -- --quick` makes both short.
     """
     session.install("-e", ".[test]")
-    session.run("python", "benchmarks/bench_single_node.py", "--out", "benchmarks/RESULTS.md",
-                *session.posargs)
+    quick = [a for a in session.posargs if a == "--quick"]
+    session.run("python", "benchmarks/bench_single_node.py", "--out",
+                "benchmarks/single-node.md", *session.posargs)
+    session.run("python", "benchmarks/membership/run.py", "--out",
+                "benchmarks/membership/results.md", *quick)
+    session.run("python", "benchmarks/combine.py")

@@ -2,7 +2,7 @@
 
 Run it as::
 
-    python benchmarks/bench_single_node.py [--quick] [--out benchmarks/RESULTS.md]
+    python benchmarks/bench_single_node.py [--quick] [--out benchmarks/single-node.md]
 
 In one run it starts a real ``rimio start`` process on a loopback port (data in a
 temporary directory under ``benchmarks/.work/``, removed afterwards) and measures:
@@ -839,8 +839,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions and a 256 MiB RSS check (< 1 minute)")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md",
-                        help="Markdown report to write (default: benchmarks/RESULTS.md)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "single-node.md",
+                        help="Markdown report to write (default: benchmarks/single-node.md)")
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / ".work",
                         help="parent of the temporary data directory")
     args = parser.parse_args(argv)

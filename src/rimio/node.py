@@ -172,6 +172,7 @@ class Node:
         except BaseException as exc:
             self._shutdown.set()
             self._background.cancel()
+            self._server_scope.cancel()
             await stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         self._stack = stack
@@ -190,7 +191,7 @@ class Node:
         self._shutdown.set()  # stop accepting connections
         if self._inflight is not None and exc_type is None:
             # In-flight requests get the graceful timeout; idle keep-alive
-            # connections get nothing (hypercorn would hold them till the end).
+            # connections get nothing (hypercorn would wait for them too).
             with trio.move_on_after(self.config.cluster.server.graceful_timeout_seconds):
                 await self._inflight.wait_idle()
         self._server_scope.cancel()

@@ -1,0 +1,35 @@
+"""Assemble benchmarks/RESULTS.md from the reports of the individual benchmarks.
+
+Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md)
+and `membership/run.py` (-> benchmarks/membership/results.md). A report that
+is missing is named as missing, never replaced by older figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PARTS = [
+    ("Single node (issue 2)", HERE / "single-node.md"),
+    ("Membership, simulated (issue 3)", HERE / "membership" / "results.md"),
+]
+
+
+def main() -> None:
+    out = ["# Rimio benchmark results", "",
+           "Assembled by `benchmarks/combine.py` from the reports below; regenerate with "
+           "`nox -s bench` (add `-- --quick` for a short run of the single-node part).", ""]
+    for title, path in PARTS:
+        if path.exists():
+            text = path.read_text(encoding="utf-8").strip()
+            # demote the report's own headings by one level under ours
+            lines = [("#" + ln) if ln.startswith("#") else ln for ln in text.splitlines()]
+            out += [f"# {title}", "", *lines, ""]
+        else:
+            out += [f"# {title}", "", f"_Not run: {path.relative_to(HERE)} is missing._", ""]
+    (HERE / "RESULTS.md").write_text("\n".join(out), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
