@@ -19,7 +19,7 @@ PARTS = [
 def main() -> None:
     out = ["# Rimio benchmark results", "",
            "Assembled by `benchmarks/combine.py` from the reports below; regenerate with "
-           "`nox -s bench` (add `-- --quick` for a short run of the single-node part).", ""]
+           "`nox -s bench` (`nox -s bench -- --quick` for a short run of both).", ""]
     for title, path in PARTS:
         if path.exists():
             text = path.read_text(encoding="utf-8").strip()
