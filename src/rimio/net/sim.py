@@ -90,6 +90,14 @@ class NetStats:
     bytes_by_kind: Counter[str] = field(default_factory=Counter)
 
 
+def partition_links(a: Iterable[str], b: Iterable[str], *,
+                    one_way: bool = False) -> set[tuple[str, str]]:
+    """The directed links a partition between `a` and `b` cuts."""
+    b = list(b)
+    cut = {(x, y) for x in a for y in b}
+    return cut if one_way else cut | {(y, x) for x, y in cut}
+
+
 class SimNetwork:
     """Discrete-event packet network; see the module docstring."""
 
@@ -117,12 +125,7 @@ class SimNetwork:
 
     def partition(self, a: Iterable[str], b: Iterable[str], *, one_way: bool = False) -> None:
         """Drop packets from `a` to `b` (and `b` to `a` unless `one_way`)."""
-        a, b = list(a), list(b)
-        for x in a:
-            for y in b:
-                self._blocked.add((x, y))
-                if not one_way:
-                    self._blocked.add((y, x))
+        self._blocked |= partition_links(a, b, one_way=one_way)
 
     def heal(self) -> None:
         self._blocked.clear()

@@ -39,7 +39,7 @@ from rimio.config import (
 )
 from rimio.core.frames import Status
 from rimio.net.http import HttpTransport
-from rimio.net.sim import LinkProfile
+from rimio.net.sim import LinkProfile, partition_links
 from rimio.net.transport import Transport, TransportError
 from rimio.node import Node
 
@@ -74,11 +74,7 @@ class FaultPlan:
         self.rng = random.Random(self.seed)
 
     def partition(self, a: list[str], b: list[str], *, one_way: bool = False) -> None:
-        for x in a:
-            for y in b:
-                self.blocked.add((x, y))
-                if not one_way:
-                    self.blocked.add((y, x))
+        self.blocked |= partition_links(a, b, one_way=one_way)
 
     def heal(self) -> None:
         self.blocked.clear()
