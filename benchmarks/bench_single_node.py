@@ -758,7 +758,8 @@ def run(settings: Settings, workdir: Path) -> tuple[list[Row], list[str]]:
     rows.append(Row(f"peak server RSS during a {label} PUT, node after the phases above",
                     "MiB", used.put_peak / MIB, None, rss_target,
                     used.put_peak < TARGET_RSS_BYTES,
-                    f"{slots_open} slot directories (databases) open; idle RSS at start "
+                    f"{slots_open} slot directories (the node keeps at most "
+                    "storage.max_open_slots = 512 of their databases open); idle RSS at start "
                     f"{idle_rss / MIB:.0f} MiB, {used.put_start / MIB:.0f} MiB before this PUT; "
                     f"{used.put_samples} samples; PUT at "
                     f"{mb_per_s(size, used.put_seconds):.0f} MB/s"))
