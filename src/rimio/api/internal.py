@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, cast
 import trio
 from quart import Blueprint, Response, request
 
-from rimio.api.public import json_response
+from rimio.api.public import json_response, raw_target
 from rimio.core.auth import AuthError, ReplayGuard, verify
 from rimio.errors import BadRequest, PayloadTooLarge, Unauthorized
 from rimio.net.http import CONTENT_TYPE
@@ -44,9 +44,7 @@ def internal_routes(view: NodeView) -> Blueprint:
         body = await _read_bounded(max_body)
         if keyring is None:
             return body
-        raw_target = request.scope.get("raw_path", b"").decode("latin-1")
-        query = request.scope.get("query_string", b"").decode("latin-1")
-        target = f"{raw_target}?{query}" if query else raw_target
+        target = raw_target()
         try:
             headers = cast(Mapping[str, str], request.headers)  # case-insensitive
             verified = verify(keyring.mac_keys, request.method, target, headers,

@@ -44,6 +44,13 @@ def _blob_path() -> str:
         raise BadRequest("path is not valid UTF-8") from None
 
 
+def raw_target() -> str:
+    """The request target as the client sent it (path and query, undecoded)."""
+    path = request.scope.get("raw_path", b"").decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
 def _etag_list(value: str) -> tuple[str, ...]:
     tags = []
     for item in value.split(","):
@@ -142,12 +149,8 @@ def public_routes(view: NodeView) -> Blueprint:
             raise QuorumLost("this node cannot reach other nodes")
         headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARD_REQUEST}
         headers[FORWARDED_BY] = view.node_id
-        raw_target = request.scope.get("raw_path", b"").decode("latin-1")
-        query = request.scope.get("query_string", b"").decode("latin-1")
-        if query:
-            raw_target += f"?{query}"
         body = _body() if request.method == "PUT" else None
-        upstream = await objects.peers.forward(address, request.method, raw_target, headers,
+        upstream = await objects.peers.forward(address, request.method, raw_target(), headers,
                                                body)
         out_headers = {k: v for k, v in upstream.headers.items()
                        if k.lower() in _FORWARD_RESPONSE}

@@ -176,9 +176,8 @@ class ObjectService:
             if req.content_length is not None and size != req.content_length:
                 raise BadRequest("the body is shorter than its Content-Length")
             now = self._wall_clock()
-            head = Head(kind="meta", path=path, slot_id=slot, generation=session.generation,
-                        write_id=write_id or "", size_bytes=size, etag=etag,
-                        part_size=store.part_size, part_count=len(parts), timestamp=now)
+            head = store.meta_head(slot, path, session.generation, write_id or "", parts, etag,
+                                   size, now)
             result = self._put_result(head)
             outcome, first = await store.commit(slot, head, parts, now=now,
                                                 pending_id=session.pending_id,

@@ -234,6 +234,13 @@ class LocalStore:
                               hash_object=False)
         return WriteSession(self, slot, pending, writer)
 
+    def meta_head(self, slot: int, path: str, generation: int, write_id: str,
+                  parts: Sequence[PartRecord], etag: str, size: int, now: float) -> Head:
+        """The head that makes a just-written object visible."""
+        return Head(kind="meta", path=path, slot_id=slot, generation=generation,
+                    write_id=write_id, size_bytes=size, etag=etag, part_size=self.part_size,
+                    part_count=len(parts), timestamp=now)
+
     async def write_small(
         self,
         slot: int,
@@ -266,10 +273,8 @@ class LocalStore:
                 try:
                     writer.write(data)
                     parts, etag, size = writer.finish()
-                    head = Head(kind="meta", path=path, slot_id=slot,
-                                generation=pending.generation, write_id=write_id,
-                                size_bytes=size, etag=etag, part_size=self.part_size,
-                                part_count=len(parts), timestamp=now)
+                    head = self.meta_head(slot, path, pending.generation, write_id, parts,
+                                          etag, size, now)
                     result = result_for(head)
                     outcome, first = meta.commit(head, parts, now=now, pending_id=pending.id,
                                                  precondition=precondition, result=result)
