@@ -22,8 +22,10 @@ async def test_converge_crash_restart(tmp_path: Path, transport: str) -> None:
         await c.wait_for(lambda: c.agree({"node-4": DEAD}), within=15)
         await c.start("node-4")
         await c.wait_for(lambda: c.agree({i: ALIVE for i in ids}), within=15)
-        inc = {c.nodes["node-1"].membership.member.member("node-4").incarnation}  # type: ignore[union-attr]
-        assert inc == {1}  # a restart comes back with a higher incarnation
+        view = c.nodes["node-1"].membership.member.member("node-4")  # type: ignore[union-attr]
+        # a restart comes back with a higher incarnation than the one declared dead
+        # (1 from its disk; more if it had to refute a suspicion while starting)
+        assert view is not None and view.incarnation >= 1
 
 
 async def test_graceful_leave_is_seen_as_left(tmp_path: Path) -> None:
