@@ -267,10 +267,12 @@ class Node:
     async def _run_background(self, membership: MembershipService, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                               ) -> None:
-        """Membership and GC, under one cancel scope that `__aexit__` cancels."""
+        """Membership, slot-cache eviction and GC, under one cancel scope that
+        `__aexit__` cancels."""
         with self._background:
             async with trio.open_nursery() as background:
                 await background.start(membership.run)
+                await background.start(self.store.run_evictor)
                 background.start_soon(self._gc_loop)
                 task_status.started()
 

@@ -256,3 +256,21 @@ async def test_small_write_and_read_in_one_call(tmp_path: Path) -> None:
     assert _files(tmp_path / "disk0/slots/3/blobs") == sorted(
         f"s/g.1/{p.name}" for p in (tmp_path / "disk0/slots/3/blobs/s/g.1").iterdir())
     await store.close()
+
+
+async def test_background_evictor_trims_the_cache(tmp_path: Path) -> None:
+    store = LocalStore([tmp_path / "d"], total_slots=16, part_size=PART, max_open_slots=3)
+    await store.open()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run_evictor)
+        for slot in range(10):
+            await _put(store, slot, f"k{slot}", b"v")
+        assert store._cache.open_count > 3  # requests did not wait for closing
+        with trio.fail_after(5):
+            while store._cache.open_count > 3:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert store._cache.evict_inline  # back to inline eviction without the task
+    for slot in range(10):
+        assert await _read_all(store, slot, f"k{slot}") == b"v"
+    await store.close()

@@ -6,6 +6,8 @@ costs file descriptors and page cache per slot. The cache keeps at most
 needs room. It is used from worker threads: `acquire(slot)` opens (or
 reuses) the slot's database and holds the slot's lock for the caller.
 
+Eviction can run inline (the default) or in the owner's background task.
+
 The first time a slot is opened in this process, `on_first_open` runs under
 the slot's lock before anyone else may use it; the store uses it to clean up
 writes that a previous process left unfinished.
@@ -34,6 +36,10 @@ class SlotCache:
         self._open: OrderedDict[int, SlotMeta] = OrderedDict()
         self._slot_locks: dict[int, threading.Lock] = {}
         self._seen: set[int] = set()
+        # Closing a database checkpoints its WAL (several fsyncs). By default the
+        # thread that overfilled the cache pays for it; an owner that runs
+        # `evict` in the background clears this so requests never wait for it.
+        self.evict_inline = True
 
     def _slot_lock(self, slot: int) -> threading.Lock:
         with self._lock:
@@ -54,7 +60,8 @@ class SlotCache:
             if meta is None:
                 meta = self._open_locked(slot)
             yield meta
-        self._evict()
+        if self.evict_inline:
+            self.evict()
 
     def _open_locked(self, slot: int) -> SlotMeta:
         d = self._slot_dir(slot)
@@ -69,7 +76,13 @@ class SlotCache:
             self._open[slot] = meta
         return meta
 
-    def _evict(self) -> None:
+    @property
+    def over_limit(self) -> bool:
+        with self._lock:
+            return len(self._open) > self._max_open
+
+    def evict(self) -> None:
+        """Close least recently used idle databases until the cache fits."""
         while True:
             with self._lock:
                 if len(self._open) <= self._max_open:

@@ -39,6 +39,8 @@ from rimio.storage.slot_cache import SlotCache
 T = TypeVar("T")
 
 READ_CHUNK = 1024 * 1024
+# How often the background evictor trims the slot cache back to its bound.
+EVICT_INTERVAL = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,19 @@ class LocalStore:
                 return fn(meta, *args)
 
         return await self._thread(locked)
+
+    async def run_evictor(self, *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Close surplus slot databases in the background, off the request path."""
+        self._cache.evict_inline = False
+        try:
+            task_status.started()
+            while True:
+                await trio.sleep(EVICT_INTERVAL)
+                if self._cache.over_limit:
+                    await self._thread(self._cache.evict)
+        finally:
+            self._cache.evict_inline = True
 
     # -- reads ------------------------------------------------------------------
 
