@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rimio.core.errors import MalformedHead
 from rimio.core.head import Head, beats, order_key, winner
-from rimio.errors import BadRequest
 
 heads = st.builds(
     Head,
@@ -95,5 +95,5 @@ def test_dict_round_trip(h: Head) -> None:
       "deleted_at": 0}],
 )
 def test_from_dict_rejects_garbage(bad: object) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(MalformedHead):
         Head.from_dict(bad)

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from rimio.core.head import Head, winner
-from rimio.storage.meta import CommitOutcome, SlotMeta
+from rimio.core.writes import CommitOutcome
+from rimio.storage.meta import SlotMeta
 
 head_strategy = st.builds(
     Head,

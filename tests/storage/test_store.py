@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from rimio.core.head import Head
-from rimio.storage.meta import CommitOutcome, Precondition
+from rimio.core.writes import CommitOutcome, Precondition
 from rimio.storage.store import LocalStore
 
 PART = 4096

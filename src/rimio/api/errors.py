@@ -9,9 +9,53 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from rimio.errors import RangeNotSatisfiable, RimioError, rimio_error_in
+from rimio.core.errors import (
+    BadRequest,
+    Conflict,
+    DiskError,
+    Gone,
+    InsufficientStorage,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    QuorumLost,
+    RangeNotSatisfiable,
+    RimioError,
+    ShuttingDown,
+    StorageCorrupt,
+    Unauthorized,
+    rimio_error_in,
+)
 
 log = logging.getLogger("rimio.api")
+
+# The HTTP status of each error class; a subclass answers as its nearest
+# listed ancestor, and anything unlisted is a 500.
+STATUS: dict[type[RimioError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    Conflict: 409,
+    Gone: 410,
+    PreconditionFailed: 412,
+    PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
+    StorageCorrupt: 500,
+    DiskError: 500,
+    QuorumLost: 503,
+    ShuttingDown: 503,
+    InsufficientStorage: 507,
+}
+
+
+def status_of(exc: RimioError) -> int:
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)  # type: ignore[call-overload]
+        if status is not None:
+            return status
+    return 500
 
 
 def error_response(status: int, code: str, message: str) -> Response:
@@ -21,10 +65,11 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 def install_error_handlers(app: QuartTrio) -> None:
     async def _rimio(exc: RimioError) -> Response:
-        resp = error_response(exc.status, exc.code, exc.message)
+        status = status_of(exc)
+        resp = error_response(status, exc.code, exc.message)
         if isinstance(exc, RangeNotSatisfiable):
             resp.headers["Content-Range"] = f"bytes */{exc.size}"
-        if exc.status >= 500:
+        if status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
         return resp
 

@@ -11,9 +11,9 @@ from quart import Blueprint, Response, request
 
 from rimio.cluster.peers import FORWARDED_BY
 from rimio.core.ranges import parse_range
+from rimio.core.writes import Precondition
 from rimio.errors import BadRequest, QuorumLost
 from rimio.ops.objects import DEFAULT_LIST_LIMIT, PutRequest
-from rimio.storage.meta import Precondition
 
 if TYPE_CHECKING:
     from rimio.api.app import NodeView

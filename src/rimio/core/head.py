@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rimio.errors import BadRequest
+from rimio.core.errors import MalformedHead
 
 HeadKind = Literal["meta", "tombstone"]
 
@@ -78,7 +78,7 @@ class Head:
 
     @classmethod
     def from_dict(cls, data: Any) -> Head:
-        """Parse a head from untrusted data; raises `BadRequest` on any defect."""
+        """Parse a head from untrusted data; raises `MalformedHead` on any defect."""
         try:
             kind = data["kind"]
             if kind == "tombstone":
@@ -104,8 +104,8 @@ class Head:
                     timestamp=_float(data["updated_at"]),
                 )
         except (KeyError, TypeError) as exc:
-            raise BadRequest(f"malformed head: {exc}") from None
-        raise BadRequest("malformed head: unknown kind")
+            raise MalformedHead(f"malformed head: {exc}") from None
+        raise MalformedHead("malformed head: unknown kind")
 
 
 def _str(v: Any) -> str:

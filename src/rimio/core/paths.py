@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rimio.errors import BadRequest
+from rimio.core.errors import InvalidPath
 
 MAX_PATH_BYTES = 1024
 # Linux NAME_MAX is 255 bytes; escaped segments longer than this are hashed.
@@ -19,26 +19,26 @@ _MAX_SEGMENT_NAME = 200
 
 
 def normalize_path(raw: str) -> str:
-    """Return the canonical form of a blob path, or raise `BadRequest`.
+    """Return the canonical form of a blob path, or raise `InvalidPath`.
 
     Normalisation is idempotent: `normalize_path(normalize_path(p)) ==
     normalize_path(p)` for every accepted `p`.
     """
     if not isinstance(raw, str):
-        raise BadRequest("path must be a string")
+        raise InvalidPath("path must be a string")
     for ch in raw:
         code = ord(ch)
         if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
-            raise BadRequest("path contains a NUL or control character")
+            raise InvalidPath("path contains a NUL or control character")
     segments = [s for s in raw.split("/") if s != ""]
     if not segments:
-        raise BadRequest("path is empty")
+        raise InvalidPath("path is empty")
     for seg in segments:
         if seg in (".", ".."):
-            raise BadRequest("path contains a '.' or '..' segment")
+            raise InvalidPath("path contains a '.' or '..' segment")
     path = "/".join(segments)
     if len(path.encode("utf-8")) > MAX_PATH_BYTES:
-        raise BadRequest(f"path is longer than {MAX_PATH_BYTES} bytes")
+        raise InvalidPath(f"path is longer than {MAX_PATH_BYTES} bytes")
     return path
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rimio.errors import RangeNotSatisfiable
+from rimio.core.errors import RangeNotSatisfiable
 
 _MAX_DIGITS = 19  # anything longer cannot be a real offset; ignore the header
 

@@ -24,9 +24,9 @@ from rimio.core.listing import merge_listings
 from rimio.core.paths import normalize_path
 from rimio.core.placement import replicas_for_slot
 from rimio.core.slots import slot_for_path
+from rimio.core.writes import CommitOutcome, Precondition
 from rimio.errors import BadRequest, Gone, NotFound, PayloadTooLarge, PreconditionFailed, QuorumLost
 from rimio.ops.cursor import decode_cursor, encode_cursor
-from rimio.storage.meta import CommitOutcome, Precondition
 from rimio.storage.store import LocalStore, StoredObject, WriteSession
 
 _WRITE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

@@ -19,11 +19,11 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from rimio.core.head import Head, beats
+from rimio.core.writes import CommitOutcome, Precondition
 from rimio.storage.parts import PartRecord, fsync_dir
 
 SCHEMA_VERSION = 1
@@ -60,32 +60,6 @@ CREATE TABLE IF NOT EXISTS write_results (
     PRIMARY KEY (path, write_id)
 );
 """
-
-
-class CommitOutcome(Enum):
-    APPLIED = "applied"  # the head is now the winner
-    SUPERSEDED = "superseded"  # a better head was already there; nothing changed
-    REPLAY = "replay"  # the write id was already answered
-    PRECONDITION_FAILED = "precondition_failed"
-
-
-@dataclass(frozen=True, slots=True)
-class Precondition:
-    """What the current winner must look like for a write to go ahead."""
-
-    if_match: tuple[str, ...] | None = None  # etags, or ("*",)
-    if_none_match_any: bool = False  # `If-None-Match: *`
-
-    def holds(self, current: Head | None) -> bool:
-        live = current is not None and not current.deleted
-        if self.if_none_match_any and live:
-            return False
-        if self.if_match is not None:
-            if not live or current is None:
-                return False
-            if "*" not in self.if_match and current.etag not in self.if_match:
-                return False
-        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,18 @@ from typing import Any, TypeVar
 
 import trio
 
+from rimio.core.errors import (
+    ConfigError,
+    DiskError,
+    InsufficientStorage,
+    RimioError,
+    StorageCorrupt,
+)
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
 from rimio.core.paths import disk_segments
-from rimio.errors import ConfigError, RimioError
-from rimio.storage.meta import CommitOutcome, PendingWrite, Precondition, SlotMeta
+from rimio.core.writes import CommitOutcome, Precondition
+from rimio.storage.meta import PendingWrite, SlotMeta
 from rimio.storage.parts import (
     TEMP_PREFIX,
     ObjectWriter,
@@ -50,11 +57,6 @@ class StoredObject:
     head: Head
     parts: tuple[PartRecord, ...]
     slot_dir: Path
-
-
-class StorageCorrupt(RimioError):
-    status = 500
-    code = "storage_corrupt"
 
 
 def check_disk_usable(path: Path) -> None:
@@ -432,12 +434,7 @@ class WriteSession:
             await self._store.drop_pending(self.slot, self.pending_id)
 
 
-class InsufficientStorage(RimioError):
-    status = 507
-    code = "insufficient_storage"
-
-
 def _disk_error(exc: OSError) -> RimioError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("the disk is full")
-    return RimioError(f"disk error: {exc.strerror or exc}")
+    return DiskError(f"disk error: {exc.strerror or exc}")
