@@ -17,8 +17,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6,<0.18")
+    session.install("-e", ".[test]")
     session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("lint-imports")
 
 
 @nox.session

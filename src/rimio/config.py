@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
+from rimio.core.errors import ConfigError
 from rimio.core.keyring import KeyRing, KeyRingError
 from rimio.core.slots import DEFAULT_TOTAL_SLOTS
 from rimio.core.swim import SwimConfig
-from rimio.errors import ConfigError
 
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _CLUSTER_NAME = NODE_ID
