@@ -67,7 +67,8 @@ async def request_body() -> AsyncIterator[bytes]:
 def parse_content_length(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > _MAX_DIGITS:
+    # (isdigit alone would let "²" through, which int() refuses)
+    if not value.isascii() or not value.isdigit() or len(value) > _MAX_DIGITS:
         raise BadRequest("Content-Length is not a number")
     return int(value)
 
