@@ -10,22 +10,39 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 from quart import Blueprint, Response, request
 
-from rimio.api.public import json_response, raw_target
+from rimio.api.http import json_response, raw_target
 from rimio.core.auth import AuthError, ReplayGuard, verify
-from rimio.errors import BadRequest, PayloadTooLarge, Unauthorized
+from rimio.core.errors import BadRequest, PayloadTooLarge, Unauthorized
+from rimio.core.keyring import KeyRing
 from rimio.net.http import CONTENT_TYPE
-from rimio.ops.objects import MAX_LIST_LIMIT
+from rimio.ops.objects import MAX_LIST_LIMIT, ObjectService
 
 if TYPE_CHECKING:
-    from rimio.api.app import NodeView
+    from rimio.cluster.membership import MembershipService
 
 
-async def _read_bounded(limit: int) -> bytes:
+class InternalNode(Protocol):
+    """What the internal routes read of the node that serves them (`NodeView` is one)."""
+
+    @property
+    def objects(self) -> ObjectService: ...
+    @property
+    def keyring(self) -> KeyRing | None: ...
+    @property
+    def membership(self) -> MembershipService | None: ...
+    @property
+    def max_frame_size(self) -> int: ...
+    def bootstrap_state(self) -> dict[str, Any]: ...
+    def gossip_seeds(self) -> list[str]: ...
+
+
+async def read_bounded(limit: int) -> bytes:
+    """The current request's whole body; PayloadTooLarge past `limit` bytes."""
     data = bytearray()
     async for chunk in request.body:
         data += chunk
@@ -34,41 +51,41 @@ async def _read_bounded(limit: int) -> bytes:
     return bytes(data)
 
 
-def internal_routes(view: NodeView) -> Blueprint:
-    bp = Blueprint("internal", __name__)
-    guard = ReplayGuard()
-    keyring = view.keyring
-    max_body = view.max_frame_size
+class InternalHandlers:
+    """The internal routes of one node. Each handler authenticates first."""
 
-    async def authenticated_body() -> bytes:
-        body = await _read_bounded(max_body)
+    def __init__(self, node: InternalNode) -> None:
+        self._node = node
+        self._guard = ReplayGuard()  # signatures seen recently, per node
+
+    async def authenticated_body(self) -> bytes:
+        """The request body, once the request's signature and digest check out."""
+        body = await read_bounded(self._node.max_frame_size)
+        keyring = self._node.keyring
         if keyring is None:
             return body
-        target = raw_target()
         try:
             headers = cast(Mapping[str, str], request.headers)  # case-insensitive
-            verified = verify(keyring.mac_keys, request.method, target, headers,
-                              time.time(), guard)
+            verified = verify(keyring.mac_keys, request.method, raw_target(), headers,
+                              time.time(), self._guard)
         except AuthError as exc:
             raise Unauthorized(f"internal request refused: {exc}") from None
         if hashlib.sha256(body).hexdigest() != verified.digest:
             raise Unauthorized("internal request refused: body does not match its digest")
         return body
 
-    @bp.route("/internal/v1/gossip/packet", methods=["POST"])
-    async def gossip_packet() -> Response:
+    async def gossip_packet(self) -> Response:
         received_at = trio.current_time()  # stamp on receipt, before anything else
-        body = await authenticated_body()
-        membership = view.membership
+        body = await self.authenticated_body()
+        membership = self._node.membership
         if membership is not None:
             membership.deliver_packet(request.args.get("from", ""), body, received_at)
         return Response(b"", status=204)
 
-    @bp.route("/internal/v1/gossip/stream", methods=["POST"])
-    async def gossip_stream() -> Response:
+    async def gossip_stream(self) -> Response:
         received_at = trio.current_time()
-        body = await authenticated_body()
-        membership = view.membership
+        body = await self.authenticated_body()
+        membership = self._node.membership
         reply = None
         if membership is not None:
             reply = membership.answer_stream(request.args.get("from", ""), body, received_at)
@@ -76,26 +93,36 @@ def internal_routes(view: NodeView) -> Blueprint:
             return Response(b"", status=204)
         return Response(reply, status=200, content_type=CONTENT_TYPE)
 
-    @bp.route("/internal/v1/heads", methods=["GET"])
-    async def heads() -> Response:
+    async def heads(self) -> Response:
         """This node's current heads, tombstones included, for cluster listings."""
-        await authenticated_body()
+        await self.authenticated_body()
         args = request.args
         limit_text = args.get("limit", "1000")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT + 1:
             raise BadRequest("limit out of range")
-        found = await view.objects.local_heads(args.get("prefix", ""), args.get("after"),
-                                               int(limit_text))
+        found = await self._node.objects.local_heads(args.get("prefix", ""), args.get("after"),
+                                                     int(limit_text))
         return json_response({"heads": [h.to_dict() for h in found]})
 
-    @bp.route("/internal/v1/cluster/bootstrap", methods=["GET"])
-    async def bootstrap() -> Response:
-        await authenticated_body()
-        return json_response(view.bootstrap_state())
+    async def bootstrap(self) -> Response:
+        await self.authenticated_body()
+        return json_response(self._node.bootstrap_state())
 
-    @bp.route("/internal/v1/cluster/gossip-seeds", methods=["GET"])
-    async def gossip_seeds() -> Response:
-        await authenticated_body()
-        return json_response({"seeds": view.gossip_seeds()})
+    async def gossip_seeds(self) -> Response:
+        await self.authenticated_body()
+        return json_response({"seeds": self._node.gossip_seeds()})
 
+
+def internal_routes(node: InternalNode) -> Blueprint:
+    bp = Blueprint("internal", __name__)
+    handlers = InternalHandlers(node)
+    bp.add_url_rule("/internal/v1/gossip/packet", "gossip_packet", handlers.gossip_packet,
+                    methods=["POST"])
+    bp.add_url_rule("/internal/v1/gossip/stream", "gossip_stream", handlers.gossip_stream,
+                    methods=["POST"])
+    bp.add_url_rule("/internal/v1/heads", "heads", handlers.heads, methods=["GET"])
+    bp.add_url_rule("/internal/v1/cluster/bootstrap", "bootstrap", handlers.bootstrap,
+                    methods=["GET"])
+    bp.add_url_rule("/internal/v1/cluster/gossip-seeds", "gossip_seeds",
+                    handlers.gossip_seeds, methods=["GET"])
     return bp

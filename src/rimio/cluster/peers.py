@@ -1,24 +1,67 @@
 """`PeerClient`: this node's pooled HTTP client for talking to other nodes.
 
-It forwards a client's request to the node that holds the slot (streaming
-the body both ways) and reads other nodes' heads for cluster-wide listings.
-Internal requests are signed with the cluster key when there is one.
+It is the reverse proxy that forwards a client's request to the node that
+holds the slot (filtering headers both ways, refusing a request that was
+already forwarded once, streaming the body both ways), and it reads other
+nodes' heads for cluster-wide listings. Internal requests are signed with the
+cluster key when there is one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import httpx
 
+from rimio.core.errors import MalformedHead, QuorumLost
 from rimio.core.head import Head
 from rimio.core.keyring import KeyRing
-from rimio.errors import QuorumLost
 from rimio.net.http import signed_headers
 
 HEADS_PATH = "/internal/v1/heads"
 FORWARDED_BY = "X-Rimio-Forwarded-By"
+# What a forwarded request and its answer carry across; hop-by-hop headers
+# (Connection, Transfer-Encoding, Host, ...) belong to each hop and stay.
+FORWARD_REQUEST_HEADERS = frozenset({
+    "content-length", "content-type", "range", "if-range", "if-match", "if-none-match",
+    "x-rimio-write-id",
+})
+FORWARD_RESPONSE_HEADERS = frozenset({
+    "content-type", "etag", "x-rimio-generation", "accept-ranges", "content-range",
+    "content-length",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedResponse:
+    """The answer of the node a request was forwarded to.
+
+    `headers` are already filtered (lower-case names). `body` streams the
+    answer and closes the upstream connection when exhausted or closed; it is
+    None when the answer has no body (HEAD), the upstream being closed already.
+    """
+
+    status: int
+    headers: dict[str, str]
+    body: AsyncIterator[bytes] | None
+
+
+def forward_headers(headers: Iterable[tuple[str, str]], via: str) -> dict[str, str]:
+    """The headers a forwarded request carries: the end-to-end ones the object
+    API reads, plus who forwarded it. Raises QuorumLost on a request that was
+    forwarded already: the sender thought this node holds the slot, this node
+    thinks another does, and a second hop could loop."""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower == FORWARDED_BY.lower() and value:
+            raise QuorumLost("the nodes disagree on where this object lives (misrouted)")
+        if lower in FORWARD_REQUEST_HEADERS:
+            out[name] = value
+    out[FORWARDED_BY] = via
+    return out
 
 
 class PeerClient:
@@ -36,6 +79,11 @@ class PeerClient:
 
     async def list_heads(self, address: str, prefix: str, after: str | None,
                          limit: int) -> list[Head]:
+        """`address`'s current heads (tombstones included) after `after`.
+
+        Whatever goes wrong is the peer's fault, not the client's: an
+        unreachable peer, an error answer and a malformed listing all raise
+        QuorumLost (the listing cannot be complete without that node)."""
         params = {"prefix": prefix, "limit": str(limit)}
         if after is not None:
             params["after"] = after
@@ -51,17 +99,40 @@ class PeerClient:
             raise QuorumLost(f"listing needs {address}, which answered {resp.status_code}")
         try:
             return [Head.from_dict(h) for h in resp.json()["heads"]]
+        except MalformedHead as exc:
+            raise QuorumLost(f"{address} sent a malformed head in its listing ({exc})") from None
         except (ValueError, KeyError, TypeError):
+            # not JSON, no "heads", or "heads" not a list
             raise QuorumLost(f"{address} sent a malformed listing") from None
 
     async def forward(self, address: str, method: str, raw_target: str,
-                      headers: Mapping[str, str],
-                      body: AsyncIterator[bytes] | None) -> httpx.Response:
-        """Send the request on and return the streaming response (caller closes it)."""
+                      headers: Iterable[tuple[str, str]], body: AsyncIterator[bytes] | None,
+                      *, via: str) -> ForwardedResponse:
+        """Send a client's request on to `address` and return its answer, streaming.
+
+        `headers` are the client's (filtered here); `via` is this node's id,
+        sent as FORWARDED_BY. The caller must exhaust or close the returned body.
+        """
+        sent_headers = forward_headers(headers, via)
         req = self._client.build_request(method, f"http://{address}{raw_target}",
-                                         headers=dict(headers), content=body)
+                                         headers=sent_headers, content=body)
         try:
-            return await self._client.send(req, stream=True)
+            upstream = await self._client.send(req, stream=True)
         except httpx.HTTPError as exc:
             raise QuorumLost(f"the node holding this object ({address}) is unreachable "
                              f"({type(exc).__name__})") from None
+        out_headers = {k.lower(): v for k, v in upstream.headers.items()
+                       if k.lower() in FORWARD_RESPONSE_HEADERS}
+        if method == "HEAD":
+            await upstream.aclose()
+            return ForwardedResponse(upstream.status_code, out_headers, None)
+        return ForwardedResponse(upstream.status_code, out_headers, _stream(upstream))
+
+
+async def _stream(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """The upstream body as it arrives (undecoded), closing the upstream when done."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    finally:
+        await upstream.aclose()
