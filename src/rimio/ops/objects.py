@@ -1,10 +1,11 @@
 """`ObjectService`: the coordinator of reads and writes on one node.
 
-It routes a path to its slot and replica set, chooses generations, streams
-bodies into the store, checks preconditions and write-id replays, and decides
-what a client sees. In this version a slot's replica set must be this node
-alone: a slot placed on other nodes answers 503 until replication between
-nodes lands (Phase 2).
+It routes a path to its slot and replica set, checks what a request may
+send (write ids, sizes, Content-Length), hands the body to the store's write
+sequence (which owns generations, replays, preconditions and crash safety),
+and decides what a client sees: the result, or the error an outcome means.
+In this version a slot's replica set must be this node alone: a slot placed
+on other nodes answers 503 until replication between nodes lands (Phase 2).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from rimio.core.listing import merge_listings
 from rimio.core.paths import normalize_path
 from rimio.core.placement import replicas_for_slot
 from rimio.core.slots import slot_for_path
-from rimio.core.writes import CommitOutcome, Precondition
+from rimio.core.writes import MUST_EXIST, CommitOutcome, Precondition, WriteReport
 from rimio.errors import BadRequest, Gone, NotFound, PayloadTooLarge, PreconditionFailed, QuorumLost
 from rimio.ops.cursor import decode_cursor, encode_cursor
-from rimio.storage.store import LocalStore, StoredObject, WriteSession
+from rimio.storage.store import LocalStore, StoredObject
+from rimio.storage.writes import TOMBSTONE, Content
 
 _WRITE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Chunks are gathered to this size before a worker thread writes them: fewer
@@ -126,128 +128,80 @@ class ObjectService:
         write_id = validate_write_id(req.write_id)
         if req.content_length is not None and req.content_length > self.max_object_bytes:
             raise PayloadTooLarge(f"the object is larger than {self.max_object_bytes} bytes")
+        content: Content
         if req.content_length is not None and req.content_length <= SMALL_OBJECT:
-            return await self._put_small(res, req, write_id)
-        return await self._put_streaming(res, req, write_id)
+            # Small enough to hold: the store writes it in one worker-thread call.
+            content = await self._whole_body(req.body, req.content_length)
+        else:
+            content = self._batches(req.body, req.content_length)
+        report = await self._store.write(
+            res.slot_id, res.path, content, write_id=write_id or "", clock=self._wall_clock,
+            precondition=req.precondition, result_for=self._put_result)
+        if report.outcome is CommitOutcome.PRECONDITION_FAILED:
+            raise PreconditionFailed("the object does not match the request's precondition")
+        return self._answer(report)
 
-    def _put_result(self, head: Head) -> dict[str, Any]:
+    @staticmethod
+    def _put_result(head: Head) -> dict[str, Any]:
         return {"path": head.path, "slot_id": head.slot_id, "generation": head.generation,
                 "etag": head.etag, "size_bytes": head.size_bytes, "committed_replicas": 1}
 
-    async def _put_small(self, res: Resolution, req: PutRequest,
-                         write_id: str | None) -> WriteOutcome:
-        data = bytearray()
-        async for chunk in req.body:
-            data += chunk
-            if len(data) > SMALL_OBJECT:
-                raise BadRequest("the body is longer than its Content-Length")
-        if len(data) != req.content_length:
-            raise BadRequest("the body is shorter than its Content-Length")
-        outcome, result = await self._store.write_small(
-            res.slot_id, res.path, bytes(data), write_id=write_id or "",
-            now=self._wall_clock(), precondition=req.precondition, result_for=self._put_result)
-        return self._put_outcome(outcome, result)
+    @staticmethod
+    def _delete_result(head: Head) -> dict[str, Any]:
+        return {"path": head.path, "slot_id": head.slot_id, "generation": head.generation,
+                "deleted": True, "committed_replicas": 1}
 
     @staticmethod
-    def _put_outcome(outcome: CommitOutcome, result: dict[str, Any] | None) -> WriteOutcome:
-        if outcome is CommitOutcome.PRECONDITION_FAILED:
-            raise PreconditionFailed("the object does not match the request's precondition")
-        assert result is not None
+    def _answer(report: WriteReport) -> WriteOutcome:
+        assert report.result is not None
         # SUPERSEDED: a concurrent write with a higher generation won; ours is
         # acknowledged as written and already overwritten, like any older write.
-        return WriteOutcome(result, replay=outcome is CommitOutcome.REPLAY)
+        return WriteOutcome(report.result, replay=report.outcome is CommitOutcome.REPLAY)
 
-    async def _put_streaming(self, res: Resolution, req: PutRequest,
-                             write_id: str | None) -> WriteOutcome:
-        store, slot, path = self._store, res.slot_id, res.path
-        if write_id is not None:
-            first = await store.write_result(slot, path, write_id)
-            if first is not None:
-                return WriteOutcome(first, replay=True)
-        if req.precondition is not None:
-            current = await store.current_head(slot, path)
-            if not req.precondition.holds(current):
-                raise PreconditionFailed("the object does not match the request's precondition")
+    @staticmethod
+    async def _whole_body(body: AsyncIterator[bytes], content_length: int) -> bytes:
+        data = bytearray()
+        async for chunk in body:
+            data += chunk
+            if len(data) > content_length:
+                raise BadRequest("the body is longer than its Content-Length")
+        if len(data) != content_length:
+            raise BadRequest("the body is shorter than its Content-Length")
+        return bytes(data)
 
-        session = await store.begin_write(slot, path, self._wall_clock())
-        try:
-            await self._pump(req.body, session)
-            parts, etag, size = await session.finish()
-            if req.content_length is not None and size != req.content_length:
-                raise BadRequest("the body is shorter than its Content-Length")
-            now = self._wall_clock()
-            head = store.meta_head(slot, path, session.generation, write_id or "", parts, etag,
-                                   size, now)
-            result = self._put_result(head)
-            outcome, first = await store.commit(slot, head, parts, now=now,
-                                                pending_id=session.pending_id,
-                                                precondition=req.precondition, result=result)
-        except BaseException:
-            await session.abort()
-            raise
-        if outcome is not CommitOutcome.APPLIED:
-            await session.abort()
-        return self._put_outcome(outcome, first if outcome is CommitOutcome.REPLAY else result)
-
-    async def _pump(self, body: AsyncIterator[bytes], session: WriteSession) -> None:
-        """Receive the body while the previous batch is written: at most three
-        batches (receiving, queued, writing) are in memory at once."""
-        send, receive = trio.open_memory_channel[bytes](1)
-
-        async def writer() -> None:
-            async with receive:
-                async for batch in receive:
-                    await session.write(batch)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer)
-            async with send:
+    async def _batches(self, body: AsyncIterator[bytes],
+                       content_length: int | None) -> AsyncIterator[bytes]:
+        """The body gathered into batches of `_WRITE_BATCH` bytes, checked
+        against the size limit and the Content-Length as it arrives."""
+        batch = bytearray()
+        received = 0
+        async for chunk in body:
+            received += len(chunk)
+            if received > self.max_object_bytes:
+                raise PayloadTooLarge(f"the object is larger than {self.max_object_bytes} bytes")
+            if content_length is not None and received > content_length:
+                raise BadRequest("the body is longer than its Content-Length")
+            batch += chunk
+            if len(batch) >= _WRITE_BATCH:
+                yield bytes(batch)
                 batch = bytearray()
-                received = 0
-                async for chunk in body:
-                    received += len(chunk)
-                    if received > self.max_object_bytes:
-                        raise PayloadTooLarge(
-                            f"the object is larger than {self.max_object_bytes} bytes")
-                    batch += chunk
-                    if len(batch) >= _WRITE_BATCH:
-                        await send.send(bytes(batch))
-                        batch = bytearray()
-                if batch:
-                    await send.send(bytes(batch))
+        if content_length is not None and received != content_length:
+            raise BadRequest("the body is shorter than its Content-Length")
+        if batch:
+            yield bytes(batch)
 
     async def delete(self, raw_path: str, write_id: str | None = None) -> WriteOutcome:
         res = self._local_slot(raw_path)
-        store, slot, path = self._store, res.slot_id, res.path
         write_id = validate_write_id(write_id)
-        if write_id is not None:
-            first = await store.write_result(slot, path, write_id)
-            if first is not None:
-                return WriteOutcome(first, replay=True)
-        current = await store.current_head(slot, path)
-        if current is None:
-            raise NotFound(f"{path} does not exist")
-        if current.deleted:
-            result = {"path": path, "slot_id": slot, "generation": current.generation,
-                      "deleted": True, "committed_replicas": 1}
-            return WriteOutcome(result, replay=False)
-        session = await store.begin_write(slot, path, self._wall_clock())
-        try:
-            now = self._wall_clock()
-            head = Head(kind="tombstone", path=path, slot_id=slot,
-                        generation=session.generation, write_id=write_id or "", timestamp=now)
-            result = {"path": path, "slot_id": slot, "generation": session.generation,
-                      "deleted": True, "committed_replicas": 1}
-            outcome, first = await store.commit(slot, head, [], now=now,
-                                                pending_id=session.pending_id, result=result)
-        except BaseException:
-            await session.abort()
-            raise
-        if outcome is not CommitOutcome.APPLIED:
-            await session.abort()
-        if outcome is CommitOutcome.REPLAY and first is not None:
-            return WriteOutcome(first, replay=True)
-        return WriteOutcome(result, replay=False)
+        report = await self._store.write(
+            res.slot_id, res.path, TOMBSTONE, write_id=write_id or "", clock=self._wall_clock,
+            precondition=MUST_EXIST, result_for=self._delete_result)
+        if report.outcome is CommitOutcome.PRECONDITION_FAILED:
+            if report.current is None:
+                raise NotFound(f"{res.path} does not exist")
+            # Already deleted: the same answer as the delete that did it.
+            return WriteOutcome(self._delete_result(report.current), replay=False)
+        return self._answer(report)
 
     # -- reads ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rimio.core.head import Head, beats
-from rimio.core.writes import CommitOutcome, Precondition
+from rimio.core.writes import CommitOutcome, Precondition, WriteCheck
 from rimio.storage.parts import PartRecord, fsync_dir
 
 SCHEMA_VERSION = 1
@@ -153,6 +153,12 @@ class SlotMeta:
         ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
+    def check_write(self, path: str, write_id: str) -> WriteCheck:
+        """What a write of `path` finds: the current head and, when the write
+        has an id, the answer already recorded for it."""
+        first = self.write_result(path, write_id) if write_id else None
+        return WriteCheck(self.current_head(path), first)
+
     def max_generation(self, path: str) -> int:
         row = self._db.execute(
             "SELECT MAX(generation) FROM file_entries WHERE path = ?", (path,)
@@ -161,13 +167,18 @@ class SlotMeta:
 
     # -- writes ---------------------------------------------------------------
 
-    def begin_pending(self, path: str, blob_dir: str, now: float) -> PendingWrite:
-        """Reserve the next generation of `path` and mark the write in progress.
+    def begin_pending(self, path: str, blob_dir: str, now: float,
+                      generation: int | None = None) -> PendingWrite:
+        """Mark a write of `path` in progress, reserving its generation.
 
-        The pending row itself counts in `max_generation`, so two writes that
-        start one after the other never get the same generation.
+        Without `generation` the next one of `path` is taken; the pending row
+        itself counts in `max_generation`, so two writes that start one after
+        the other never get the same generation. A given `generation` (chosen
+        elsewhere, as a replica applying a coordinator's write would) is used
+        as it is.
         """
-        generation = self.max_generation(path) + 1
+        if generation is None:
+            generation = self.max_generation(path) + 1
         gen_dir = f"{blob_dir}/g.{generation}"
         # The marker need not survive power loss, only a process crash (the
         # WAL is in the OS's page cache by then): without fsync here a write
@@ -213,11 +224,14 @@ class SlotMeta:
         pending_id: int | None = None,
         precondition: Precondition | None = None,
         result: dict[str, Any] | None = None,
-    ) -> tuple[CommitOutcome, dict[str, Any] | None]:
+    ) -> tuple[CommitOutcome, WriteCheck]:
         """Apply `head` atomically if it beats the current one.
 
-        Returns the outcome and, for a replay, the first result recorded for
-        the write id. The pending marker is dropped in the same transaction.
+        Returns the outcome and what the checks found (the current head before
+        this commit; for a replay, the first result recorded for the write
+        id). The replay and precondition checks are the ones a write runs
+        before it starts, repeated here because the head may have changed
+        meanwhile. The pending marker is dropped in the same transaction.
         """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -225,21 +239,18 @@ class SlotMeta:
             # Outcomes other than APPLIED leave the pending marker in place: the
             # caller removes the files first and the marker after, so a crash in
             # between still gets cleaned up at start-up.
-            if head.write_id:
-                first = self.write_result(head.path, head.write_id)
-                if first is not None:
-                    db.execute("COMMIT")
-                    return CommitOutcome.REPLAY, first
-            current = self.current_head(head.path)
-            if precondition is not None and not precondition.holds(current):
+            check = self.check_write(head.path, head.write_id)
+            refusal = check.refusal(precondition)
+            if refusal is not None:
                 db.execute("COMMIT")
-                return CommitOutcome.PRECONDITION_FAILED, None
+                return refusal, check
+            current = check.current
             if not beats(head, current):
                 # The write happened but a better head already won; remember the
                 # answer so a replay of the write id does not write again.
                 self._record_result(head, result, now)
                 db.execute("COMMIT")
-                return CommitOutcome.SUPERSEDED, None
+                return CommitOutcome.SUPERSEDED, check
             if pending_id is not None:
                 db.execute("DELETE FROM file_entries WHERE id = ?", (pending_id,))
             if current is not None:
@@ -264,7 +275,7 @@ class SlotMeta:
             )
             self._record_result(head, result, now)
             db.execute("COMMIT")
-            return CommitOutcome.APPLIED, None
+            return CommitOutcome.APPLIED, check
         except BaseException:
             db.execute("ROLLBACK")
             raise

@@ -2,7 +2,8 @@
 
 Owns the slot directories on the configured disks, one `SlotMeta` per slot
 (opened lazily and kept open), the worker-thread limiter through which every
-blocking call goes, start-up recovery of interrupted writes, and garbage
+blocking call goes, how the steps of a write (storage/writes.py) are spread
+over worker threads, start-up recovery of interrupted writes, and garbage
 collection of superseded generations. Nothing here knows about HTTP or about
 other nodes.
 """
@@ -13,10 +14,11 @@ import contextlib
 import errno
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import trio
 
@@ -29,12 +31,10 @@ from rimio.core.errors import (
 )
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
-from rimio.core.paths import disk_segments
-from rimio.core.writes import CommitOutcome, Precondition
+from rimio.core.writes import CommitOutcome, Precondition, WriteReport
 from rimio.storage.meta import PendingWrite, SlotMeta
 from rimio.storage.parts import (
     TEMP_PREFIX,
-    ObjectWriter,
     PartRecord,
     ensure_dir,
     prune_empty_dirs,
@@ -42,8 +42,10 @@ from rimio.storage.parts import (
     remove_files,
 )
 from rimio.storage.slot_cache import SlotCache
+from rimio.storage.writes import TOMBSTONE, Content, LocalWrite, ResultFor, Tombstone
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 READ_CHUNK = 1024 * 1024
 # How often the background evictor trims the slot cache back to its bound.
@@ -243,71 +245,87 @@ class LocalStore:
 
     # -- writes -----------------------------------------------------------------
 
-    async def begin_write(self, slot: int, path: str, now: float) -> WriteSession:
-        """Start writing the next generation of `path` on this node."""
-        blob_dir = "/".join(["blobs", *disk_segments(path)])
-        pending = await self._with_slot(slot, SlotMeta.begin_pending, path, blob_dir, now)
-        writer = ObjectWriter(self.slot_dir(slot), pending.gen_dir, self.part_size,
-                              hash_object=False)
-        return WriteSession(self, slot, pending, writer)
-
-    def meta_head(self, slot: int, path: str, generation: int, write_id: str,
-                  parts: Sequence[PartRecord], etag: str, size: int, now: float) -> Head:
-        """The head that makes a just-written object visible."""
-        return Head(kind="meta", path=path, slot_id=slot, generation=generation,
-                    write_id=write_id, size_bytes=size, etag=etag, part_size=self.part_size,
-                    part_count=len(parts), timestamp=now)
-
-    async def write_small(
+    async def write(
         self,
         slot: int,
         path: str,
-        data: bytes,
+        content: Content,
         *,
         write_id: str,
-        now: float,
+        clock: Callable[[], float],
         precondition: Precondition | None,
-        result_for: Callable[[Head], dict[str, Any]],
-    ) -> tuple[CommitOutcome, dict[str, Any] | None]:
-        """A whole small object in one worker-thread call (one hop, not five).
+        result_for: ResultFor,
+        generation: int | None = None,
+    ) -> WriteReport:
+        """Write `content` as the next head of `path` (the local write sequence).
 
-        Same steps and crash safety as the streaming path: write-id replay,
-        precondition, pending marker, durable parts, atomic head commit. The
-        outcome comes with the result to report (the first one for a replay).
+        `content` is the whole object in hand (bytes), its batches as they
+        arrive (an async iterable; each batch is written while the next is
+        received), or `TOMBSTONE`. `result_for` builds the answer recorded for
+        `write_id` from the head about to commit. `generation` is chosen here
+        unless given (a replica applying a coordinator's write gives it).
+        `clock` gives the time of the pending marker and of the head.
+
+        Bytes and tombstones take one worker-thread call; a stream takes one to
+        start, its part writes, and one to commit. The report says what
+        happened; nothing is left behind unless the head was applied.
         """
-        blob_dir = "/".join(["blobs", *disk_segments(path)])
+        tombstone = content is TOMBSTONE
+        streamed = not tombstone and not isinstance(content, bytes)
+        seq = LocalWrite(slot, path, self.slot_dir(slot), self.part_size, tombstone=tombstone,
+                         write_id=write_id, precondition=precondition, result_for=result_for,
+                         generation=generation, hash_object=not streamed)
+        if isinstance(content, bytes):
+            return await self._with_slot(slot, _on_disk(seq.run), content, clock())
+        if isinstance(content, Tombstone):
+            return await self._with_slot(slot, _on_disk(seq.run), None, clock())
+        return await self._write_stream(seq, content, clock)
 
-        def run() -> tuple[CommitOutcome, dict[str, Any] | None]:
-            with self._cache.acquire(slot) as meta:
-                if write_id:
-                    first = meta.write_result(path, write_id)
-                    if first is not None:
-                        return CommitOutcome.REPLAY, first
-                if precondition is not None and not precondition.holds(meta.current_head(path)):
-                    return CommitOutcome.PRECONDITION_FAILED, None
-                pending = meta.begin_pending(path, blob_dir, now)
-                writer = ObjectWriter(self.slot_dir(slot), pending.gen_dir, self.part_size)
-                try:
-                    writer.write(data)
-                    parts, etag, size = writer.finish()
-                    head = self.meta_head(slot, path, pending.generation, write_id, parts,
-                                          etag, size, now)
-                    result = result_for(head)
-                    outcome, first = meta.commit(head, parts, now=now, pending_id=pending.id,
-                                                 precondition=precondition, result=result)
-                except BaseException:
-                    writer.abort()
-                    meta.drop_pending(pending.id)
-                    raise
-                if outcome is not CommitOutcome.APPLIED:
-                    writer.abort()
-                    meta.drop_pending(pending.id)
-                return outcome, first if outcome is CommitOutcome.REPLAY else result
-
+    async def _write_stream(self, seq: LocalWrite, batches: AsyncIterable[bytes],
+                            clock: Callable[[], float]) -> WriteReport:
+        early = await self._with_slot(seq.slot, _on_disk(seq.admit), clock())
+        if early is not None:
+            return early
+        object_hash = hashlib.sha256()
         try:
-            return await self._thread(run)
-        except OSError as exc:
-            raise _disk_error(exc) from None
+            await self._pump(batches, seq, object_hash)
+            parts, _, size = await self._thread(_on_disk(seq.seal))
+            report = await self._with_slot(seq.slot, _on_disk(seq.commit), parts,
+                                           object_hash.hexdigest(), size, clock())
+        except BaseException:
+            await self._abort(seq)
+            raise
+        if report.outcome is not CommitOutcome.APPLIED:
+            await self._abort(seq)
+        return report
+
+    async def _pump(self, batches: AsyncIterable[bytes], seq: LocalWrite,
+                    object_hash: hashlib._Hash) -> None:
+        """Receive the next batch while the previous one is written: at most
+        three batches (receiving, queued, writing) are in memory at once. The
+        object hash runs beside the part write, on another worker thread
+        (hashlib releases the GIL), so each byte is hashed twice in the time
+        of once."""
+        send, receive = trio.open_memory_channel[bytes](1)
+
+        async def produce() -> None:
+            async with send:
+                async for batch in batches:
+                    await send.send(batch)
+
+        async def consume() -> None:
+            async with receive:
+                async for batch in receive:
+                    await _together(partial(self._thread, object_hash.update, batch),
+                                    partial(self._thread, _on_disk(seq.write), batch))
+
+        await _together(produce, consume)
+
+    async def _abort(self, seq: LocalWrite) -> None:
+        """Files first, then the marker; runs even when cancelled."""
+        with trio.CancelScope(shield=True):
+            await self._thread(seq.remove_files)
+            await self._with_slot(seq.slot, seq.drop_pending)
 
     async def read_small(self, slot: int, path: str,
                          max_bytes: int) -> tuple[StoredObject | None, bytes | None]:
@@ -339,26 +357,6 @@ class LocalStore:
             raise StorageCorrupt(f"{path}: head names {obj.head.part_count} parts, "
                                  f"{len(obj.parts)} are recorded")
         return obj, data
-
-    async def commit(
-        self,
-        slot: int,
-        head: Head,
-        parts: Sequence[PartRecord],
-        *,
-        now: float,
-        pending_id: int | None = None,
-        precondition: Precondition | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> tuple[CommitOutcome, dict[str, Any] | None]:
-        def do(meta: SlotMeta) -> tuple[CommitOutcome, dict[str, Any] | None]:
-            return meta.commit(head, parts, now=now, pending_id=pending_id,
-                               precondition=precondition, result=result)
-
-        return await self._with_slot(slot, do)
-
-    async def drop_pending(self, slot: int, pending_id: int) -> None:
-        await self._with_slot(slot, SlotMeta.drop_pending, pending_id)
 
     def _discard_pending_sync(self, slot: int, meta: SlotMeta, pending: PendingWrite) -> None:
         """Remove the files of an interrupted write that no committed head uses."""
@@ -393,45 +391,39 @@ class LocalStore:
         return removed
 
 
-class WriteSession:
-    """One object being written into one slot; commit or abort it exactly once."""
+async def _together(*jobs: Callable[[], Awaitable[object]]) -> None:
+    """Run `jobs` concurrently. The first failure cancels the others and is
+    raised as it is (not wrapped in an exception group), so callers and the
+    error mapping see the domain error or the OSError itself."""
+    failures: list[Exception] = []
 
-    def __init__(self, store: LocalStore, slot: int, pending: PendingWrite,
-                 writer: ObjectWriter) -> None:
-        self._store = store
-        self.slot = slot
-        self.pending_id = pending.id
-        self.generation = pending.generation
-        self._writer = writer
-        self._object_hash = hashlib.sha256()
+    async with trio.open_nursery() as nursery:
 
-    @property
-    def size(self) -> int:
-        return self._writer.size
+        async def guarded(job: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await job()
+            except Exception as exc:
+                failures.append(exc)
+                nursery.cancel_scope.cancel()
 
-    async def write(self, data: bytes | bytearray) -> None:
-        """Write a batch; the object's hash runs beside the part write, on
-        another worker thread (hashlib releases the GIL), so each byte is
-        hashed twice in the time of once."""
+        for job in jobs:
+            nursery.start_soon(guarded, job)
+    if failures:
+        raise failures[0]
+
+
+def _on_disk(fn: Callable[P, T]) -> Callable[P, T]:
+    """`fn` with an OSError turned into the storage error it means. Only disk
+    steps are wrapped: an OSError from a streamed body (the client's
+    connection) is not a disk error and passes through as it is."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._store._thread, self._object_hash.update, data)
-                await self._store._thread(self._writer.write, data)
+            return fn(*args, **kwargs)
         except OSError as exc:
             raise _disk_error(exc) from None
 
-    async def finish(self) -> tuple[list[PartRecord], str, int]:
-        try:
-            parts, _, size = await self._store._thread(self._writer.finish)
-        except OSError as exc:
-            raise _disk_error(exc) from None
-        return parts, self._object_hash.hexdigest(), size
-
-    async def abort(self) -> None:
-        """Remove what this write put on disk; runs even when cancelled."""
-        with trio.CancelScope(shield=True):
-            await self._store._thread(self._writer.abort)
-            await self._store.drop_pending(self.slot, self.pending_id)
+    return run
 
 
 def _disk_error(exc: OSError) -> RimioError:

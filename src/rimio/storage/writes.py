@@ -1,0 +1,168 @@
+"""The local write sequence: how a write becomes a head on this node's disk.
+
+Every write (a small object in hand, a streamed one, a deletion) takes the
+same steps, in this order:
+
+1. admit: write-id replay check, precondition check, then a pending marker
+   that reserves the generation (before any file exists, so start-up can
+   find and remove what an interrupted write left behind);
+2. write the part files (none for a tombstone) and make them durable;
+3. commit the head atomically; the transaction repeats the checks of step 1;
+4. unless the head was applied: remove the files first, then drop the
+   marker (a crash in between still finds the marker).
+
+`LocalWrite` holds those steps for one write. Each blocks and runs in a
+worker thread; the steps that take `meta` need the slot held by the caller.
+`LocalStore.write` decides how they are spread over threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Callable
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from rimio.core.head import Head
+from rimio.core.paths import disk_segments
+from rimio.core.writes import CommitOutcome, Precondition, WriteReport
+from rimio.storage.meta import PendingWrite, SlotMeta
+from rimio.storage.parts import ObjectWriter, PartRecord
+
+
+class Tombstone(Enum):
+    """The content of a deletion."""
+
+    TOMBSTONE = "tombstone"
+
+
+TOMBSTONE = Tombstone.TOMBSTONE
+
+# What a write stores: the whole object in hand, batches of a streamed
+# object (in order, each written as it comes), or a deletion.
+Content = bytes | AsyncIterable[bytes] | Tombstone
+
+ResultFor = Callable[[Head], dict[str, Any]]
+
+
+class LocalWrite:
+    """One write of one path into one slot; see the module docstring for the steps."""
+
+    def __init__(
+        self,
+        slot: int,
+        path: str,
+        slot_dir: Path,
+        part_size: int,
+        *,
+        tombstone: bool,
+        write_id: str,
+        precondition: Precondition | None,
+        result_for: ResultFor,
+        generation: int | None = None,
+        hash_object: bool = True,
+    ) -> None:
+        self.slot = slot
+        self.path = path
+        self._slot_dir = slot_dir
+        self._part_size = part_size
+        self._tombstone = tombstone
+        self._write_id = write_id
+        self._precondition = precondition
+        self._result_for = result_for
+        # None: the next generation of the path here. Given: chosen elsewhere
+        # (a replica applying its coordinator's write).
+        self._generation = generation
+        # False: the caller hashes the object itself (beside the part write)
+        # and passes the etag to `commit`.
+        self._hash_object = hash_object
+        self._pending: PendingWrite | None = None
+        self._writer: ObjectWriter | None = None
+
+    @property
+    def generation(self) -> int | None:
+        """The generation reserved by `admit` (None before)."""
+        return None if self._pending is None else self._pending.generation
+
+    # -- the steps --------------------------------------------------------------
+
+    def admit(self, meta: SlotMeta, now: float) -> WriteReport | None:
+        """Check replay and precondition; if the write may go ahead, reserve
+        its generation with a pending marker and return None."""
+        check = meta.check_write(self.path, self._write_id)
+        refusal = check.refusal(self._precondition)
+        if refusal is not None:
+            return WriteReport.refused(refusal, check)
+        blob_dir = "/".join(["blobs", *disk_segments(self.path)])
+        self._pending = meta.begin_pending(self.path, blob_dir, now, self._generation)
+        if not self._tombstone:
+            self._writer = ObjectWriter(self._slot_dir, self._pending.gen_dir, self._part_size,
+                                        hash_object=self._hash_object)
+        return None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._writer is not None, "write() before admit() or into a tombstone"
+        self._writer.write(data)
+
+    def seal(self) -> tuple[list[PartRecord], str, int]:
+        """Make the part files durable; (parts, etag, size). The etag is empty
+        when the caller hashes the object itself."""
+        if self._writer is None:
+            return [], "", 0
+        return self._writer.finish()
+
+    def commit(self, meta: SlotMeta, parts: list[PartRecord], etag: str, size: int,
+               now: float) -> WriteReport:
+        """Commit the head of the sealed parts, re-checking replay and precondition."""
+        assert self._pending is not None, "commit() before admit()"
+        head = self._head(parts, etag, size, now)
+        result = self._result_for(head)
+        outcome, check = meta.commit(head, parts, now=now, pending_id=self._pending.id,
+                                     precondition=self._precondition, result=result)
+        if outcome in (CommitOutcome.REPLAY, CommitOutcome.PRECONDITION_FAILED):
+            return WriteReport.refused(outcome, check)
+        # SUPERSEDED: written, but a better head already won; the answer is ours.
+        return WriteReport(outcome, result)
+
+    def remove_files(self) -> None:
+        """Remove every file this write created (the first half of an abort)."""
+        if self._writer is not None:
+            self._writer.abort()
+
+    def drop_pending(self, meta: SlotMeta) -> None:
+        """Drop the pending marker (the second half of an abort, after `remove_files`)."""
+        if self._pending is not None:
+            meta.drop_pending(self._pending.id)
+
+    # -- the whole sequence in one call -----------------------------------------
+
+    def run(self, meta: SlotMeta, data: bytes | None, now: float) -> WriteReport:
+        """Every step in one worker-thread call, holding the slot throughout:
+        for content that is already in hand (`data`) or a tombstone (None)."""
+        early = self.admit(meta, now)
+        if early is not None:
+            return early
+        try:
+            if data:
+                self.write(data)
+            parts, etag, size = self.seal()
+            report = self.commit(meta, parts, etag, size, now)
+        except BaseException:
+            self.remove_files()
+            self.drop_pending(meta)
+            raise
+        if report.outcome is not CommitOutcome.APPLIED:
+            self.remove_files()
+            self.drop_pending(meta)
+        return report
+
+    def _head(self, parts: list[PartRecord], etag: str, size: int, now: float) -> Head:
+        assert self._pending is not None
+        if self._tombstone:
+            return Head(kind="tombstone", path=self.path, slot_id=self.slot,
+                        generation=self._pending.generation, write_id=self._write_id,
+                        timestamp=now)
+        return Head(kind="meta", path=self.path, slot_id=self.slot,
+                    generation=self._pending.generation, write_id=self._write_id,
+                    size_bytes=size, etag=etag, part_size=self._part_size,
+                    part_count=len(parts), timestamp=now)
