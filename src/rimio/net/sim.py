@@ -203,6 +203,27 @@ class SimNetwork:
             await trio.sleep_until(at)
 
 
+class SimTimeout(AssertionError):
+    """`SimCluster.run_until_true` gave up: the condition never held.
+
+    An AssertionError, so pytest reports it as a failed expectation; it names
+    the condition, the simulated seconds waited and the cluster's seed, which
+    is all that is needed to replay the run.
+    """
+
+    def __init__(self, what: str, waited: float, seed: int) -> None:
+        super().__init__(f"{what} still false after {waited:g} s of simulated time "
+                         f"(seed {seed})")
+        self.what = what
+        self.waited = waited
+        self.seed = seed
+
+
+def _describe(predicate: Callable[[], bool]) -> str:
+    name = getattr(predicate, "__qualname__", None)
+    return name if isinstance(name, str) else repr(predicate)
+
+
 @dataclass(frozen=True, slots=True)
 class TraceEvent:
     """One membership change seen by `observer`, at time `t` since start."""
@@ -267,15 +288,24 @@ class SimCluster:
         await self.net.run_until(self.net.now + seconds)
 
     async def run_until_true(self, predicate: Callable[[], bool], *, within: float,
-                             step: float = 0.25) -> float | None:
+                             step: float = 0.25, what: str | None = None) -> float:
         """Run until `predicate()` holds (checked every `step`); return the
-        simulated time it took, or None if it still fails after `within` seconds."""
+        simulated time it took.
+
+        Raises `SimTimeout` if it still fails after `within` seconds: a caller
+        that forgot to check a None here would go on to assert things about a
+        cluster that never reached the state it waited for. `what` names the
+        condition in the error (default: the predicate's qualified name).
+        """
         start = self.net.now
         while self.net.now - start < within:
             if predicate():
                 return self.net.now - start
             await self.run_for(step)
-        return self.net.now - start if predicate() else None
+        waited = self.net.now - start
+        if predicate():
+            return waited
+        raise SimTimeout(what or _describe(predicate), waited, self.seed)
 
     # -- node lifecycle -------------------------------------------------
     def _spawn(self, node_id: str, address: str, *, join: bool,

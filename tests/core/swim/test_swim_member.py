@@ -31,8 +31,48 @@ def addr(i: int) -> str:
     return f"h{i}:1"
 
 
-def make(peers: int = 4, config: SwimConfig = CFG, *, seed: int = 7) -> Member:
-    m = Member(config, ME, ME_ADDR, seed, 0.0)
+class Observed(Member):
+    """A `Member` that remembers the latest deadline it asked for per timer key.
+
+    The deadlines are learned only from the `SetTimer` actions the public
+    inputs return, as a shell would learn them, so the tests never read the
+    machine's private timer table. (A key that has fired keeps its last
+    deadline here; the tests only look up keys the machine has re-armed.)
+    """
+
+    def __init__(self, config: SwimConfig, node_id: str, address: str, seed: int,
+                 now: float) -> None:
+        super().__init__(config, node_id, address, seed, now)
+        self.timers: dict[TimerKey, float] = {}
+
+    def _seen(self, actions: list[Action]) -> list[Action]:
+        self.timers.update(timers(actions))
+        return actions
+
+    def start(self, now: float) -> list[Action]:
+        return self._seen(super().start(now))
+
+    def join(self, now: float, seeds: Sequence[str]) -> list[Action]:
+        return self._seen(super().join(now, seeds))
+
+    def leave(self, now: float) -> list[Action]:
+        return self._seen(super().leave(now))
+
+    def report_loop_lag(self, now: float, seconds: float) -> list[Action]:
+        return self._seen(super().report_loop_lag(now, seconds))
+
+    def handle_data(self, now: float, from_addr: str, data: bytes) -> list[Action]:
+        return self._seen(super().handle_data(now, from_addr, data))
+
+    def handle_frame(self, now: float, from_addr: str, frame: fr.Frame) -> list[Action]:
+        return self._seen(super().handle_frame(now, from_addr, frame))
+
+    def handle_timer(self, now: float, key: TimerKey) -> list[Action]:
+        return self._seen(super().handle_timer(now, key))
+
+
+def make(peers: int = 4, config: SwimConfig = CFG, *, seed: int = 7) -> Observed:
+    m = Observed(config, ME, ME_ADDR, seed, 0.0)
     m.start(0.0)
     for i in range(1, peers + 1):
         m.handle_frame(0.0, addr(i), fr.Alive(f"p{i}", addr(i), 0))
@@ -59,8 +99,8 @@ def probe(m: Member, now: float) -> tuple[Send, dict[TimerKey, float]]:
     return pings[0], timers(acts)
 
 
-def next_probe_at(m: Member) -> float:
-    return m._timers[("probe", "")]
+def next_probe_at(m: Observed) -> float:
+    return m.timers[("probe", "")]
 
 
 def fail_probe(m: Member, now: float) -> tuple[fr.Ping, list[Action]]:
@@ -411,14 +451,14 @@ def test_packets_respect_the_byte_budget_and_queue_is_bounded() -> None:
 
 def test_gossip_goes_to_a_few_random_members_only_when_there_is_news() -> None:
     m = make(peers=6)
-    at = m._timers[("gossip", "")]
+    at = m.timers[("gossip", "")]
     acts = m.handle_timer(at, ("gossip", ""))
     gossips = [s for s in sends(acts) if isinstance(s.frame, fr.Gossip)]
     assert len(gossips) == CFG.gossip_nodes
     # Drain the queue, then a tick sends nothing.
     for i in range(20):
         m.handle_frame(1.0, addr(1), fr.Ping(i, ME, "p1", addr(1)))
-    at = m._timers[("gossip", "")]
+    at = m.timers[("gossip", "")]
     assert sends(m.handle_timer(at, ("gossip", ""))) == []
 
 
@@ -438,12 +478,12 @@ def test_push_pull_merges_and_answers_on_the_stream() -> None:
 
 
 def test_periodic_push_pull_and_join_retry_through_seeds() -> None:
-    m = Member(CFG, ME, ME_ADDR, 3, 0.0)
+    m = Observed(CFG, ME, ME_ADDR, 3, 0.0)
     m.start(0.0)
     acts = m.join(0.0, ["s1:1", ME_ADDR, "s2:1"])
     assert sorted(s.to for s in sends(acts)) == ["s1:1", "s2:1"]
     assert all(isinstance(s.frame, fr.PushPullRequest) and s.frame.join for s in sends(acts))
-    at = m._timers[("push-pull", "")]
+    at = m.timers[("push-pull", "")]
     assert at == pytest.approx(CFG.join_retry_interval)
     acts = m.handle_timer(at, ("push-pull", ""))
     (retry,) = sends(acts)
@@ -451,7 +491,7 @@ def test_periodic_push_pull_and_join_retry_through_seeds() -> None:
     assert timers(acts)[("push-pull", "")] == pytest.approx(2 * CFG.join_retry_interval)
     m.handle_frame(at, "s1:1", fr.PushPullResponse(1, "s1", (
         fr.MemberState("s1", "s1:1", Status.ALIVE, 0),)))
-    at = m._timers[("push-pull", "")]
+    at = m.timers[("push-pull", "")]
     acts = m.handle_timer(at, ("push-pull", ""))
     (periodic,) = sends(acts)
     assert periodic.to == "s1:1"
@@ -463,7 +503,7 @@ def test_reconnect_push_pulls_recently_dead_but_not_left_or_expired() -> None:
     m = make(peers=3, config=cfg)
     m.handle_frame(1.0, addr(1), fr.Dead("p1", addr(1), 0, "x"))
     m.handle_frame(1.0, addr(2), fr.Leave("p2", addr(2), 0))
-    at = m._timers[("reconnect", "")]
+    at = m.timers[("reconnect", "")]
     (s,) = sends(m.handle_timer(at, ("reconnect", "")))
     assert s.to == addr(1) and isinstance(s.frame, fr.PushPullRequest)
     assert m.stats().reconnect_attempts == 1
