@@ -1,4 +1,4 @@
-"""Clocks never order data (DESIGN §10): a wall clock that jumps an hour back
+"""Clocks never order data (RFC 0004 §7; RFC 0001, "Head order"): a wall clock that jumps an hour back
 and forth between writes changes timestamps, never which write wins."""
 
 import itertools

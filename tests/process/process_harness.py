@@ -115,7 +115,7 @@ def cluster_config(
     storage: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The DESIGN §11 config of a cluster of `nodes`, as a dict (edit it before writing)."""
+    """The config (RFC 0006) of a cluster of `nodes`, as a dict (edit it before writing)."""
     replication: dict[str, Any] = {}
     if replicas is not None:
         replication["replicas"] = replicas

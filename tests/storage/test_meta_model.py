@@ -1,5 +1,5 @@
 """Stateful check of SlotMeta: whatever order heads arrive in, the current head
-is the winner of all heads applied so far (the convergence rule of DESIGN §4)."""
+is the winner of all heads applied so far (the convergence rule of RFC 0001, "Head order")."""
 
 import tempfile
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Signed internal requests (DESIGN §9): HMAC-SHA256 over method, target,
+"""Signed internal requests (RFC 0005 §3): HMAC-SHA256 over method, target,
 timestamp, nonce and body digest, with a bounded clock skew and a replay
 window. Pure: the caller passes the time and keeps the `ReplayGuard`.
 """

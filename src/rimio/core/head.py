@@ -1,4 +1,4 @@
-"""Object heads and the head order (DESIGN §4).
+"""Object heads and the head order (RFC 0001, "Head order").
 
 A head is the small record that makes a generation of an object visible: a
 `meta` head for a written object, a `tombstone` for a delete. The head order
@@ -53,7 +53,7 @@ class Head:
         return self.kind == "tombstone"
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire/storage form, in the shapes DESIGN §4 gives."""
+        """The wire/storage form, in the shapes RFC 0001 gives."""
         if self.kind == "tombstone":
             return {
                 "kind": "tombstone",

@@ -1,4 +1,4 @@
-"""Replica placement: which nodes hold a slot (DESIGN §3).
+"""Replica placement: which nodes hold a slot (RFC 0003 §4).
 
 Rendezvous (highest-random-weight) hashing over the cluster layout: every
 node gets a score per slot, the R highest scores hold the slot. Adding or

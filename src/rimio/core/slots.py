@@ -1,4 +1,4 @@
-"""Slot hashing: which slot a path belongs to (DESIGN §3)."""
+"""Slot hashing: which slot a path belongs to (RFC 0003 §3)."""
 
 from __future__ import annotations
 
