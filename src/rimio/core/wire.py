@@ -142,10 +142,10 @@ class Layout(Codec[T]):
     as_row: bool = False
 
     def encode(self, value: T) -> Any:
-        values = [f.codec.encode(getattr(value, f.attr)) for f in self.fields]
+        values = [column.codec.encode(getattr(value, column.attr)) for column in self.fields]
         if self.as_row:
             return values
-        return {f.key: v for f, v in zip(self.fields, values, strict=True)}
+        return {column.key: v for column, v in zip(self.fields, values, strict=True)}
 
     def decode(self, raw: Any, key: str) -> T:
         """Build the record from a map (or row) found under `key`."""
@@ -153,13 +153,14 @@ class Layout(Codec[T]):
             if type(raw) is not list or len(raw) != len(self.fields):
                 raise WireShapeError(f"{self.what} must be a {len(self.fields)}-item list")
             items: Sequence[Any] = raw
-            values = {f.attr: f.codec.decode(v, f.key)
-                      for f, v in zip(self.fields, items, strict=True)}
+            values = {column.attr: column.codec.decode(v, column.key)
+                      for column, v in zip(self.fields, items, strict=True)}
         else:
             if type(raw) is not dict:
                 raise WireShapeError(f"{self.what} must be a map")
             mapping: Mapping[Any, Any] = raw
-            values = {f.attr: f.codec.decode(mapping.get(f.key), f.key) for f in self.fields}
+            values = {column.attr: column.codec.decode(mapping.get(column.key), column.key)
+                      for column in self.fields}
         return self.record(**values)
 
 
