@@ -1,8 +1,13 @@
-"""Configuration: the cluster file of DESIGN §11, parsed and validated.
+"""Configuration: the cluster file (RFC 0006), its sections, parsed and validated.
 
-Everything is checked before anything is written: unknown keys, missing
-fields, wrong types and impossible values raise `ConfigError` with one line
-that names the offending key. Relative disk paths are relative to the file.
+Each section is described once, by a table of options (`rimio.core.schema`),
+and one generic walker checks a parsed file against the tables before
+anything is written: unknown keys, missing fields, wrong types and impossible
+values raise `ConfigError` with one line that names the dotted key. Defaults
+live in the section dataclasses below. The few rules that span fields
+(unique node ids and addresses, the write quorum against the node count, the
+membership knobs together) are checked after the walk. Relative disk paths
+are relative to the file.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import dataclasses
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
+from rimio.core import schema
 from rimio.core.errors import ConfigError
 from rimio.core.keyring import KeyRing, KeyRingError
+from rimio.core.schema import Context, Integer, ListOf, Number, Option, Section, Text
 from rimio.core.slots import DEFAULT_TOTAL_SLOTS
 from rimio.core.swim import SwimConfig
 
@@ -153,7 +160,105 @@ def single_node_config(
     return NodeConfig(cluster=cluster, spec=spec)
 
 
-# -- parsing ----------------------------------------------------------------
+# -- section tables ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _AddressKind(schema.Kind):
+    """A `host:port` string."""
+
+    def check(self, value: Any, where: str, context: Context) -> Address:
+        return Address.parse(value, where)
+
+    def describe(self) -> str:
+        return "host:port"
+
+
+@dataclass(frozen=True, slots=True)
+class _PathKind(schema.Kind):
+    """A file system path; relative ones are relative to the config file."""
+
+    def check(self, value: Any, where: str, context: Context) -> Path:
+        path = Path(Text().check(value, where, context)).expanduser()
+        return path if path.is_absolute() else context.base_dir / path
+
+    def describe(self) -> str:
+        return "path"
+
+
+_NAME_RULE = "use letters, digits, '.', '_' or '-' (max 63)"
+
+CLUSTER_SECTION: Final = Section((
+    Option("name", Text(_CLUSTER_NAME, _NAME_RULE), "the cluster's name", required=True),
+    Option("key_file", _PathKind(), "file with the cluster's shared keys (enables signing)"),
+))
+
+DISK_SECTION: Final = Section((
+    Option("path", _PathKind(), "directory the node stores data in", required=True),
+))
+
+NODE_SECTION: Final = Section((
+    Option("node_id", Text(NODE_ID, _NAME_RULE), "the node's unique id", required=True),
+    Option("bind_addr", _AddressKind(), "address the node listens on", required=True),
+    Option("advertise_addr", _AddressKind(), "address peers use (default: bind_addr)"),
+    Option("disks", ListOf(DISK_SECTION), "the node's data directories", required=True),
+))
+
+REPLICATION_SECTION: Final = Section((
+    Option("replicas", Integer(1, 16), "copies of each object (capped at the node count)"),
+    # The upper bound also depends on the node count: checked after the walk.
+    Option("min_write_replicas", Integer(1, 16),
+           "copies a write needs (default: a majority of the replicas)", nullable=True),
+    Option("total_slots", Integer(1, 1 << 20), "slots the key space is split into"),
+))
+
+INITIAL_CLUSTER_SECTION: Final = Section((
+    Option("nodes", ListOf(NODE_SECTION), "the cluster's first members", required=True),
+    Option("replication", REPLICATION_SECTION, "how many copies are kept"),
+))
+
+STORAGE_SECTION: Final = Section((
+    Option("part_size_bytes", Integer(4096, 1 << 30), "size of the parts an object is cut in"),
+    Option("max_object_bytes", Integer(0, 1 << 50), "largest object accepted"),
+    Option("io_threads", Integer(1, 256), "threads doing blocking disk work"),
+    Option("max_open_slots", Integer(1, 1 << 20), "slot databases kept open at once"),
+    Option("gc_grace_seconds", Number(0, 1e9), "how long superseded data stays readable"),
+    Option("gc_interval_seconds", Number(0.01, 1e9), "how often garbage is collected"),
+))
+
+SERVER_SECTION: Final = Section((
+    Option("graceful_timeout_seconds", Number(0, 3600), "time requests get to finish on stop"),
+    Option("max_header_bytes", Integer(1024, 1 << 20), "largest request head accepted"),
+))
+
+
+def _membership_kind(default: object) -> schema.Kind:
+    # The knob's type is the type of its SwimConfig default.
+    if isinstance(default, bool):
+        return schema.Boolean()
+    if isinstance(default, int):
+        return Integer(0, 1 << 31)
+    return Number(0, 1e9)
+
+
+# One option per SWIM/Lifeguard knob, derived from `SwimConfig` itself so the
+# two cannot drift; the dataclass documents each knob.
+MEMBERSHIP_SECTION: Final = Section(tuple(
+    Option(knob.name, _membership_kind(knob.default), f"SwimConfig.{knob.name}")
+    for knob in dataclasses.fields(SwimConfig) if knob.name != "cluster"
+))
+
+CONFIG_FILE: Final = Section((
+    Option("cluster", CLUSTER_SECTION, "the cluster's identity", required=True),
+    Option("initial_cluster", INITIAL_CLUSTER_SECTION, "members and replication",
+           required=True),
+    Option("storage", STORAGE_SECTION, "storage engine limits"),
+    Option("server", SERVER_SECTION, "HTTP server limits"),
+    Option("membership", MEMBERSHIP_SECTION, "overrides of the membership protocol's knobs"),
+))
+
+
+# -- parsing -----------------------------------------------------------------
 
 
 def load_keyring(path: Path) -> KeyRing:
@@ -166,31 +271,6 @@ def load_keyring(path: Path) -> KeyRing:
         return KeyRing.parse(text)
     except KeyRingError as exc:
         raise ConfigError(f"cluster key file {path}: {exc}") from None
-
-
-_SWIM_FIELDS = {f.name: f.default for f in dataclasses.fields(SwimConfig) if f.name != "cluster"}
-
-
-def _parse_membership(raw: Any) -> tuple[tuple[str, float | int | bool], ...]:
-    m = _mapping(raw, "membership", set(_SWIM_FIELDS), set())
-    out: list[tuple[str, float | int | bool]] = []
-    for key, value in m.items():
-        default = _SWIM_FIELDS[key]
-        where = f"membership.{key}"
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: expected true or false, got {value!r}")
-            out.append((key, value))
-        elif isinstance(default, int):
-            out.append((key, _int(value, where, 0, 1 << 31)))
-        else:
-            out.append((key, _num(value, where, 0, 1e9)))
-    try:
-        checked: dict[str, Any] = dict(out)
-        SwimConfig(**checked)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"membership: {exc}") from None
-    return tuple(sorted(out))
 
 
 def load_config(path: str | Path) -> ClusterConfig:
@@ -211,131 +291,62 @@ def load_config(path: str | Path) -> ClusterConfig:
     return parse_config(raw, base_dir=file.resolve().parent)
 
 
-def _mapping(value: Any, where: str, allowed: set[str], required: set[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
-    missing = sorted(k for k in required if k not in value)
-    if missing:
-        raise ConfigError(f"{where}: missing required key {missing[0]!r}")
-    return value
-
-
-def _int(value: Any, where: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{where}: {value} is outside {lo}..{hi}")
-    return value
-
-
-def _num(value: Any, where: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{where}: {value} is outside {lo}..{hi}")
-    return float(value)
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _path(value: Any, where: str, base_dir: Path) -> Path:
-    p = Path(_str(value, where)).expanduser()
-    return p if p.is_absolute() else base_dir / p
-
-
 def parse_config(raw: Any, base_dir: Path) -> ClusterConfig:
-    top = _mapping(raw, "config",
-                   {"cluster", "initial_cluster", "storage", "server", "membership"},
-                   {"cluster", "initial_cluster"})
-    cl = _mapping(top["cluster"], "cluster", {"name", "key_file"}, {"name"})
-    name = _str(cl["name"], "cluster.name")
-    if not _CLUSTER_NAME.match(name):
-        raise ConfigError("cluster.name: use letters, digits, '.', '_' or '-' (max 63)")
-    key_file = _path(cl["key_file"], "cluster.key_file", base_dir) if "key_file" in cl else None
+    """Validate a parsed cluster file (or a seed's state) and build the config."""
+    document = CONFIG_FILE.check(raw, "", Context(base_dir))
+    cluster = document["cluster"]
+    key_file: Path | None = cluster.get("key_file")
     if key_file is not None:
         load_keyring(key_file)  # refuse a missing or malformed key file now
+    initial = document["initial_cluster"]
+    nodes = _node_specs(initial["nodes"])
+    return ClusterConfig(
+        name=cluster["name"],
+        nodes=nodes,
+        replication=_replication(initial.get("replication", {}), len(nodes)),
+        storage=StorageConfig(**document.get("storage", {})),
+        server=ServerConfig(**document.get("server", {})),
+        key_file=key_file,
+        membership=_membership(document.get("membership")),
+    )
 
-    ic = _mapping(top["initial_cluster"], "initial_cluster", {"nodes", "replication"}, {"nodes"})
-    raw_nodes = ic["nodes"]
-    if not isinstance(raw_nodes, list) or not raw_nodes:
-        raise ConfigError("initial_cluster.nodes: expected a non-empty list")
-    nodes: list[NodeSpec] = []
-    for i, raw_node in enumerate(raw_nodes):
-        where = f"initial_cluster.nodes[{i}]"
-        n = _mapping(raw_node, where, {"node_id", "bind_addr", "advertise_addr", "disks"},
-                     {"node_id", "bind_addr", "disks"})
-        node_id = _str(n["node_id"], f"{where}.node_id")
-        if not NODE_ID.match(node_id):
-            raise ConfigError(f"{where}.node_id: use letters, digits, '.', '_' or '-' (max 63)")
-        bind = Address.parse(n["bind_addr"], f"{where}.bind_addr")
-        adv = Address.parse(n.get("advertise_addr", str(bind)), f"{where}.advertise_addr")
-        raw_disks = n["disks"]
-        if not isinstance(raw_disks, list) or not raw_disks:
-            raise ConfigError(f"{where}.disks: expected a non-empty list")
-        disks = tuple(
-            _path(_mapping(d, f"{where}.disks[{j}]", {"path"}, {"path"})["path"],
-                  f"{where}.disks[{j}].path", base_dir)
-            for j, d in enumerate(raw_disks)
+
+def _node_specs(checked: list[dict[str, Any]]) -> tuple[NodeSpec, ...]:
+    nodes = tuple(
+        NodeSpec(
+            node_id=node["node_id"],
+            bind_addr=node["bind_addr"],
+            advertise_addr=node.get("advertise_addr", node["bind_addr"]),
+            disks=tuple(disk["path"] for disk in node["disks"]),
         )
-        nodes.append(NodeSpec(node_id, bind, adv, disks))
+        for node in checked
+    )
     ids = [n.node_id for n in nodes]
     dup = next((x for x in ids if ids.count(x) > 1), None)
     if dup is not None:
         raise ConfigError(f"initial_cluster.nodes: node id {dup!r} appears twice")
-    advs = [str(n.advertise_addr) for n in nodes]
-    dup = next((x for x in advs if advs.count(x) > 1), None)
+    advertised = [str(n.advertise_addr) for n in nodes]
+    dup = next((x for x in advertised if advertised.count(x) > 1), None)
     if dup is not None:
         raise ConfigError(f"initial_cluster.nodes: address {dup} is used by two nodes")
+    return nodes
 
-    replication = ReplicationConfig()
-    if "replication" in ic:
-        r = _mapping(ic["replication"], "initial_cluster.replication",
-                     {"replicas", "min_write_replicas", "total_slots"}, set())
-        replicas = _int(r.get("replicas", 3), "replication.replicas", 1, 16)
-        effective = min(replicas, len(nodes))
-        w = r.get("min_write_replicas")
-        min_w = None if w is None else _int(w, "replication.min_write_replicas", 1, effective)
-        slots = _int(r.get("total_slots", DEFAULT_TOTAL_SLOTS), "replication.total_slots",
-                     1, 1 << 20)
-        replication = ReplicationConfig(replicas, min_w, slots)
 
-    storage = StorageConfig()
-    if "storage" in top:
-        s = _mapping(top["storage"], "storage",
-                     {"part_size_bytes", "max_object_bytes", "io_threads", "gc_grace_seconds",
-                      "gc_interval_seconds", "max_open_slots"}, set())
-        storage = StorageConfig(
-            part_size_bytes=_int(s.get("part_size_bytes", storage.part_size_bytes),
-                                 "storage.part_size_bytes", 4096, 1 << 30),
-            max_object_bytes=_int(s.get("max_object_bytes", storage.max_object_bytes),
-                                  "storage.max_object_bytes", 0, 1 << 50),
-            io_threads=_int(s.get("io_threads", storage.io_threads), "storage.io_threads", 1, 256),
-            max_open_slots=_int(s.get("max_open_slots", storage.max_open_slots),
-                                "storage.max_open_slots", 1, 1 << 20),
-            gc_grace_seconds=_num(s.get("gc_grace_seconds", storage.gc_grace_seconds),
-                                  "storage.gc_grace_seconds", 0, 1e9),
-            gc_interval_seconds=_num(s.get("gc_interval_seconds", storage.gc_interval_seconds),
-                                     "storage.gc_interval_seconds", 0.01, 1e9),
-        )
-    server = ServerConfig()
-    if "server" in top:
-        sv = _mapping(top["server"], "server", {"graceful_timeout_seconds", "max_header_bytes"},
-                      set())
-        server = ServerConfig(
-            graceful_timeout_seconds=_num(
-                sv.get("graceful_timeout_seconds", server.graceful_timeout_seconds),
-                "server.graceful_timeout_seconds", 0, 3600),
-            max_header_bytes=_int(sv.get("max_header_bytes", server.max_header_bytes),
-                                  "server.max_header_bytes", 1024, 1 << 20),
-        )
-    membership = _parse_membership(top["membership"]) if "membership" in top else ()
-    return ClusterConfig(name=name, nodes=tuple(nodes), replication=replication,
-                         storage=storage, server=server, key_file=key_file,
-                         membership=membership)
+def _replication(checked: dict[str, Any], node_count: int) -> ReplicationConfig:
+    replication = ReplicationConfig(**checked)
+    effective = min(replication.replicas, node_count)
+    quorum = replication.min_write_replicas
+    if quorum is not None and quorum > effective:
+        raise ConfigError(f"initial_cluster.replication.min_write_replicas: {quorum} is "
+                          f"outside 1..{effective}")
+    return replication
+
+
+def _membership(checked: dict[str, Any] | None) -> tuple[tuple[str, float | int | bool], ...]:
+    if not checked:
+        return ()
+    try:
+        SwimConfig(**checked)  # the knobs' own cross-checks (e.g. timeout < interval)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"membership: {exc}") from None
+    return tuple(sorted(checked.items()))

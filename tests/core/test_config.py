@@ -1,10 +1,22 @@
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from rimio.config import load_config, parse_config
+from rimio.config import (
+    CONFIG_FILE,
+    REPLICATION_SECTION,
+    SERVER_SECTION,
+    STORAGE_SECTION,
+    ReplicationConfig,
+    ServerConfig,
+    StorageConfig,
+    load_config,
+    parse_config,
+)
+from rimio.core.schema import Section
 from rimio.errors import ConfigError
 
 BASE: dict[str, Any] = {
@@ -93,3 +105,59 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("cluster: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"storage": {"io_threads": 0}}, "storage.io_threads: 0 is outside 1..256"),
+        ({"storage": {"io_threads": True}}, "storage.io_threads: expected an integer, got True"),
+        ({"storage": {"gc_grace_seconds": "soon"}},
+         "storage.gc_grace_seconds: expected a number, got 'soon'"),
+        ({"server": {"colour": 1}}, "server: unknown key 'colour'"),
+        ({"server": []}, "server: expected a mapping"),
+        ({"membership": {"awareness": 1}}, "membership.awareness: expected true or false, got 1"),
+        ({"initial_cluster__nodes__1__disks": [{}]},
+         "initial_cluster.nodes[1].disks[0]: missing required key 'path'"),
+        ({"initial_cluster__nodes__0__node_id": "a b"},
+         "initial_cluster.nodes[0].node_id: use letters, digits, '.', '_' or '-' (max 63)"),
+        ({"initial_cluster__replication__min_write_replicas": 3},
+         "initial_cluster.replication.min_write_replicas: 3 is outside 1..2"),
+    ],
+)
+def test_errors_name_the_dotted_key(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(**changes), Path("/"))
+    assert str(info.value) == message
+
+
+def test_sections_and_defaults() -> None:
+    cfg = parse_config(_with(storage={"io_threads": 2}, server={"max_header_bytes": 2048},
+                             membership={"probe_interval": 2, "awareness": False},
+                             initial_cluster__replication__min_write_replicas=None),
+                       Path("/"))
+    assert cfg.storage == StorageConfig(io_threads=2)
+    assert cfg.server == ServerConfig(max_header_bytes=2048)
+    assert cfg.replication == ReplicationConfig(replicas=3, total_slots=2048)
+    assert cfg.membership == (("awareness", False), ("probe_interval", 2.0))
+    swim = cfg.swim_config()
+    assert swim.cluster == "edge" and swim.probe_interval == 2.0 and not swim.awareness
+    assert cfg.nodes[0].advertise_addr == cfg.nodes[0].bind_addr
+
+
+@pytest.mark.parametrize(
+    ("section", "target"),
+    [(STORAGE_SECTION, StorageConfig), (SERVER_SECTION, ServerConfig),
+     (REPLICATION_SECTION, ReplicationConfig)],
+)
+def test_section_tables_match_their_dataclasses(section: Section, target: type) -> None:
+    # Defaults live in the dataclasses: every option must be one of their fields.
+    assert [o.name for o in section.options] == [f.name for f in dataclasses.fields(target)]
+
+
+def test_every_option_has_help() -> None:
+    lines = CONFIG_FILE.help_lines()
+    assert "storage.io_threads: integer 1..256 — threads doing blocking disk work" in lines
+    assert any(line.startswith("initial_cluster.nodes[].disks[].path: path, required")
+               for line in lines)
+    assert all(not line.endswith("— ") for line in lines)

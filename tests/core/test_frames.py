@@ -153,3 +153,47 @@ def test_encoded_update_size_matches_growth(update: f.Update) -> None:
     empty = len(f.encode(f.Gossip("s", ()), cluster=CLUSTER))
     one = len(f.encode(f.Gossip("s", (update,)), cluster=CLUSTER))
     assert one - empty == f.encoded_update_size(update)
+
+
+# Bytes produced by the codec before its layouts became declarative tables:
+# the wire format must not move (peers of different versions gossip together).
+PINNED: list[tuple[f.Frame, str]] = [
+    (f.Nack(7, "n1"), "85a174a46e61636ba17307a2736ea26e31a17601a163a465646765"),
+    (f.Ping(1, "n2", "n1", "10.0.0.1:7946", (f.Suspect("n3", "h:1", 2, "n1"),)),
+     "88a174a470696e67a17301a2746ea26e32a2736ea26e31a27361ad31302e302e302e313a37393436a175"
+     "9185a174a773757370656374a16ea26e33a161a3683a31a16902a166a26e31a17601a163a465646765"),
+    (f.PushPullRequest(3, "n1", "h:1", True, (f.MemberState("n2", "h:2", f.Status.DEAD, 5),)),
+     "88a174ad707573682d70756c6c2d726571a17303a2736ea26e31a27361a3683a31a16ac3a16d9194a26e32"
+     "a3683a32a46465616405a17601a163a465646765"),
+    (f.User("n1", "slots", b"\x00\x01"),
+     "86a174a475736572a2736ea26e31a26b64a5736c6f7473a170c4020001a17601a163a465646765"),
+]
+
+
+@pytest.mark.parametrize(("frame", "hex_bytes"), PINNED, ids=[type(p[0]).__name__ for p in PINNED])
+def test_wire_format_is_pinned(frame: f.Frame, hex_bytes: str) -> None:
+    assert f.encode(frame, cluster="edge").hex() == hex_bytes
+    assert f.decode(bytes.fromhex(hex_bytes), max_size=MAX, cluster="edge") == frame
+
+
+def _valid_body(frame: f.Frame) -> dict[str, Any]:
+    body: dict[str, Any] = msgpack.unpackb(f.encode(frame, cluster=CLUSTER), raw=False)
+    return body
+
+
+wrong_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(),
+                         st.text(max_size=3), st.binary(max_size=3), st.just([]), st.just({}))
+
+
+@given(frames_st, st.data())
+def test_any_field_of_the_wrong_type_is_a_shape_error(frame: f.Frame, data: st.DataObject
+                                                      ) -> None:
+    body = _valid_body(frame)
+    key = data.draw(st.sampled_from(sorted(set(body) - {"v", "t", "c"})))
+    body[key] = data.draw(wrong_values)
+    try:
+        decoded = f.decode(msgpack.packb(body, use_bin_type=True), max_size=MAX, cluster=CLUSTER)
+    except f.FrameError as exc:
+        assert exc.reason is f.FrameErrorReason.SHAPE
+    else:  # the drawn value happened to be valid for that field
+        assert f.encode(decoded, cluster=CLUSTER) == msgpack.packb(body, use_bin_type=True)

@@ -1,9 +1,11 @@
 """Gossip frame codec: the msgpack wire format of the membership protocol.
 
-This module owns the frame types (frozen, slotted dataclasses), their
-encoding, and the validation of untrusted bytes. Every frame is one msgpack
-map ``{"v": 1, "t": <type>, "c": <cluster name>, ...}``; the remaining keys
-are short field names chosen per type.
+This module owns the frame types (frozen, slotted dataclasses), their wire
+layouts, and the validation of untrusted bytes. Every frame is one msgpack
+map ``{"t": <type>, ..., "v": 1, "c": <cluster name>}``; the remaining keys
+are short field names chosen per type. Each type's keys and field codecs are
+declared once, in a table (`_LAYOUTS`); encoding and decoding are both
+derived from it by `rimio.core.wire`.
 
 Decoding is the trust boundary: whatever the bytes, `decode` returns a frame
 or raises `FrameError` and nothing else. The error's `reason` tells callers
@@ -20,15 +22,16 @@ self-sufficient: a member table merges them as a join-semilattice (see
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias
 
 import msgpack
 
+from rimio.core import wire
+
 VERSION: Final = 1
 
-# Bounds for untrusted input (DESIGN §9). Generous for an edge cluster of
+# Bounds for untrusted input (RFC 0005 §5). Generous for an edge cluster of
 # 3-100 nodes, small enough that one frame cannot make us allocate much.
 MAX_ID_LEN: Final = 128
 MAX_ADDR_LEN: Final = 256
@@ -36,7 +39,7 @@ MAX_CLUSTER_LEN: Final = 128
 MAX_KIND_LEN: Final = 64
 MAX_UPDATES: Final = 256
 MAX_STATES: Final = 4096
-MAX_UINT: Final = 2**63 - 1
+MAX_UINT: Final = wire.MAX_UINT
 DEFAULT_MAX_SIZE: Final = 1 << 20
 
 
@@ -231,83 +234,81 @@ Frame: TypeAlias = (
 )
 
 # --------------------------------------------------------------------------
+# Wire layouts: each frame type's keys and field codecs, declared once.
+# The table order is the key order on the wire (after "t"; "v" and "c" come
+# last), so the bytes stay what they have always been.
+
+_ID = wire.Text(MAX_ID_LEN)
+_ADDR = wire.Text(MAX_ADDR_LEN)
+_UINT = wire.UInt()
+_BOOL = wire.Bool()
+_Row = tuple[str, str, wire.Codec[Any]]  # (dataclass field, wire key, codec)
+
+
+def _layout(record: type[Any], *rows: _Row) -> wire.Layout[Any]:
+    return wire.Layout(record, tuple(wire.WireField(*row) for row in rows), what=record.TYPE)
+
+
+_UPDATE_LAYOUTS: Final[dict[str, wire.Layout[Any]]] = {
+    Alive.TYPE: _layout(Alive, ("node", "n", _ID), ("address", "a", _ADDR),
+                        ("incarnation", "i", _UINT)),
+    Suspect.TYPE: _layout(Suspect, ("node", "n", _ID), ("address", "a", _ADDR),
+                          ("incarnation", "i", _UINT), ("sender", "f", _ID)),
+    Dead.TYPE: _layout(Dead, ("node", "n", _ID), ("address", "a", _ADDR),
+                       ("incarnation", "i", _UINT), ("sender", "f", _ID)),
+    Leave.TYPE: _layout(Leave, ("node", "n", _ID), ("address", "a", _ADDR),
+                        ("incarnation", "i", _UINT)),
+}
+
+_UPDATE: Final = wire.Tagged("t", _UPDATE_LAYOUTS, "update")
+_UPDATES: Final = wire.ListOf(_UPDATE, MAX_UPDATES)
+
+# Rows are arrays, not maps: a push-pull of 100 members stays small. The
+# keys only name the columns in error messages.
+_MEMBER_STATE: Final = wire.Layout(
+    MemberState,
+    tuple(wire.WireField(name, name, codec) for name, codec in (
+        ("node", _ID), ("address", _ADDR), ("status", wire.EnumText(Status, 16)),
+        ("incarnation", _UINT))),
+    what="member state",
+    as_row=True,
+)
+_STATES: Final = wire.ListOf(_MEMBER_STATE, MAX_STATES)
+
+_LAYOUTS: Final[dict[str, wire.Layout[Any]]] = {
+    **_UPDATE_LAYOUTS,
+    Ping.TYPE: _layout(Ping, ("seq", "s", _UINT), ("target", "tn", _ID),
+                       ("source", "sn", _ID), ("source_address", "sa", _ADDR),
+                       ("updates", "u", _UPDATES)),
+    PingReq.TYPE: _layout(PingReq, ("seq", "s", _UINT), ("target", "tn", _ID),
+                          ("target_address", "ta", _ADDR), ("source", "sn", _ID),
+                          ("source_address", "sa", _ADDR), ("want_nack", "k", _BOOL),
+                          ("updates", "u", _UPDATES)),
+    Ack.TYPE: _layout(Ack, ("seq", "s", _UINT), ("source", "sn", _ID),
+                      ("updates", "u", _UPDATES)),
+    Nack.TYPE: _layout(Nack, ("seq", "s", _UINT), ("source", "sn", _ID)),
+    Gossip.TYPE: _layout(Gossip, ("source", "sn", _ID), ("updates", "u", _UPDATES)),
+    PushPullRequest.TYPE: _layout(PushPullRequest, ("seq", "s", _UINT),
+                                  ("source", "sn", _ID), ("source_address", "sa", _ADDR),
+                                  ("join", "j", _BOOL), ("states", "m", _STATES)),
+    PushPullResponse.TYPE: _layout(PushPullResponse, ("seq", "s", _UINT),
+                                   ("source", "sn", _ID), ("states", "m", _STATES)),
+    User.TYPE: _layout(User, ("source", "sn", _ID), ("kind", "kd", wire.Text(MAX_KIND_LEN)),
+                       ("payload", "p", wire.Blob())),
+}
+
+# Every frame is the tagged union of all layouts, under the key "t".
+_FRAME: Final = wire.Tagged("t", _LAYOUTS, "frame")
+
+FRAME_TYPES: Final = frozenset(_LAYOUTS)
+
+# --------------------------------------------------------------------------
 # Encoding
-
-
-def _update_body(u: Update) -> dict[str, Any]:
-    body: dict[str, Any] = {"t": u.TYPE, "n": u.node, "a": u.address, "i": u.incarnation}
-    if isinstance(u, Suspect | Dead):
-        body["f"] = u.sender
-    return body
-
-
-def _state_body(s: MemberState) -> list[Any]:
-    # Rows are arrays, not maps: a push-pull of 100 members stays small.
-    return [s.node, s.address, s.status.value, s.incarnation]
-
-
-def _body(frame: Frame) -> dict[str, Any]:
-    match frame:
-        case Alive() | Suspect() | Dead() | Leave():
-            return _update_body(frame)
-        case Ping():
-            return {
-                "t": frame.TYPE,
-                "s": frame.seq,
-                "tn": frame.target,
-                "sn": frame.source,
-                "sa": frame.source_address,
-                "u": [_update_body(u) for u in frame.updates],
-            }
-        case PingReq():
-            return {
-                "t": frame.TYPE,
-                "s": frame.seq,
-                "tn": frame.target,
-                "ta": frame.target_address,
-                "sn": frame.source,
-                "sa": frame.source_address,
-                "k": frame.want_nack,
-                "u": [_update_body(u) for u in frame.updates],
-            }
-        case Ack():
-            return {
-                "t": frame.TYPE,
-                "s": frame.seq,
-                "sn": frame.source,
-                "u": [_update_body(u) for u in frame.updates],
-            }
-        case Nack():
-            return {"t": frame.TYPE, "s": frame.seq, "sn": frame.source}
-        case Gossip():
-            return {
-                "t": frame.TYPE,
-                "sn": frame.source,
-                "u": [_update_body(u) for u in frame.updates],
-            }
-        case PushPullRequest():
-            return {
-                "t": frame.TYPE,
-                "s": frame.seq,
-                "sn": frame.source,
-                "sa": frame.source_address,
-                "j": frame.join,
-                "m": [_state_body(s) for s in frame.states],
-            }
-        case PushPullResponse():
-            return {
-                "t": frame.TYPE,
-                "s": frame.seq,
-                "sn": frame.source,
-                "m": [_state_body(s) for s in frame.states],
-            }
-        case User():
-            return {"t": frame.TYPE, "sn": frame.source, "kd": frame.kind, "p": frame.payload}
 
 
 def encode(frame: Frame, *, cluster: str) -> bytes:
     """Serialize `frame` for the cluster named `cluster`."""
-    body = _body(frame)
+    body: dict[str, Any] = _FRAME.encode(frame)
     body["v"] = VERSION
     body["c"] = cluster
     out: bytes = msgpack.packb(body, use_bin_type=True)
@@ -316,154 +317,15 @@ def encode(frame: Frame, *, cluster: str) -> bytes:
 
 def encoded_update_size(update: Update) -> int:
     """Bytes one piggybacked update adds to a frame (for packing to a budget)."""
-    return len(msgpack.packb(_update_body(update), use_bin_type=True))
+    return len(msgpack.packb(_UPDATE.encode(update), use_bin_type=True))
 
 
 # --------------------------------------------------------------------------
-# Decoding: every helper raises FrameError(SHAPE) on anything unexpected.
+# Decoding
 
 
 def _shape(detail: str) -> FrameError:
     return FrameError(FrameErrorReason.SHAPE, detail)
-
-
-def _str(d: Mapping[str, Any], key: str, max_len: int) -> str:
-    v = d.get(key)
-    if type(v) is not str or len(v) > max_len:
-        raise _shape(f"field {key!r} must be a string of at most {max_len} chars")
-    return v
-
-
-def _uint(d: Mapping[str, Any], key: str) -> int:
-    v = d.get(key)
-    # `type(...) is int` on purpose: msgpack booleans are Python bools, which
-    # `isinstance(v, int)` would accept.
-    if type(v) is not int or not 0 <= v <= MAX_UINT:
-        raise _shape(f"field {key!r} must be an unsigned integer")
-    return v
-
-
-def _bool(d: Mapping[str, Any], key: str) -> bool:
-    v = d.get(key)
-    if type(v) is not bool:
-        raise _shape(f"field {key!r} must be a boolean")
-    return v
-
-
-def _list(d: Mapping[str, Any], key: str, max_len: int) -> list[Any]:
-    v = d.get(key)
-    if type(v) is not list or len(v) > max_len:
-        raise _shape(f"field {key!r} must be a list of at most {max_len} items")
-    return v
-
-
-def _update(obj: Any) -> Update:
-    if type(obj) is not dict:
-        raise _shape("update must be a map")
-    t = obj.get("t")
-    if t not in _UPDATE_DECODERS:
-        raise _shape(f"not an update type: {t!r}")
-    return _UPDATE_DECODERS[t](obj)
-
-
-def _updates(d: Mapping[str, Any]) -> tuple[Update, ...]:
-    return tuple(_update(u) for u in _list(d, "u", MAX_UPDATES))
-
-
-def _state(obj: Any) -> MemberState:
-    if type(obj) is not list or len(obj) != 4:
-        raise _shape("member state must be a 4-item list")
-    node, address, status, incarnation = obj
-    row = {"n": node, "a": address, "st": status, "i": incarnation}
-    try:
-        st = Status(_str(row, "st", 16))
-    except ValueError:
-        raise _shape(f"unknown status {status!r}") from None
-    return MemberState(_str(row, "n", MAX_ID_LEN), _str(row, "a", MAX_ADDR_LEN), st,
-                       _uint(row, "i"))
-
-
-def _states(d: Mapping[str, Any]) -> tuple[MemberState, ...]:
-    return tuple(_state(s) for s in _list(d, "m", MAX_STATES))
-
-
-def _dec_alive(d: Mapping[str, Any]) -> Alive:
-    return Alive(_str(d, "n", MAX_ID_LEN), _str(d, "a", MAX_ADDR_LEN), _uint(d, "i"))
-
-
-def _dec_suspect(d: Mapping[str, Any]) -> Suspect:
-    return Suspect(_str(d, "n", MAX_ID_LEN), _str(d, "a", MAX_ADDR_LEN), _uint(d, "i"),
-                   _str(d, "f", MAX_ID_LEN))
-
-
-def _dec_dead(d: Mapping[str, Any]) -> Dead:
-    return Dead(_str(d, "n", MAX_ID_LEN), _str(d, "a", MAX_ADDR_LEN), _uint(d, "i"),
-                _str(d, "f", MAX_ID_LEN))
-
-
-def _dec_leave(d: Mapping[str, Any]) -> Leave:
-    return Leave(_str(d, "n", MAX_ID_LEN), _str(d, "a", MAX_ADDR_LEN), _uint(d, "i"))
-
-
-def _dec_ping(d: Mapping[str, Any]) -> Ping:
-    return Ping(_uint(d, "s"), _str(d, "tn", MAX_ID_LEN), _str(d, "sn", MAX_ID_LEN),
-                _str(d, "sa", MAX_ADDR_LEN), _updates(d))
-
-
-def _dec_ping_req(d: Mapping[str, Any]) -> PingReq:
-    return PingReq(_uint(d, "s"), _str(d, "tn", MAX_ID_LEN), _str(d, "ta", MAX_ADDR_LEN),
-                   _str(d, "sn", MAX_ID_LEN), _str(d, "sa", MAX_ADDR_LEN), _bool(d, "k"),
-                   _updates(d))
-
-
-def _dec_ack(d: Mapping[str, Any]) -> Ack:
-    return Ack(_uint(d, "s"), _str(d, "sn", MAX_ID_LEN), _updates(d))
-
-
-def _dec_nack(d: Mapping[str, Any]) -> Nack:
-    return Nack(_uint(d, "s"), _str(d, "sn", MAX_ID_LEN))
-
-
-def _dec_gossip(d: Mapping[str, Any]) -> Gossip:
-    return Gossip(_str(d, "sn", MAX_ID_LEN), _updates(d))
-
-
-def _dec_push_pull_req(d: Mapping[str, Any]) -> PushPullRequest:
-    return PushPullRequest(_uint(d, "s"), _str(d, "sn", MAX_ID_LEN),
-                           _str(d, "sa", MAX_ADDR_LEN), _bool(d, "j"), _states(d))
-
-
-def _dec_push_pull_resp(d: Mapping[str, Any]) -> PushPullResponse:
-    return PushPullResponse(_uint(d, "s"), _str(d, "sn", MAX_ID_LEN), _states(d))
-
-
-def _dec_user(d: Mapping[str, Any]) -> User:
-    payload = d.get("p")
-    if type(payload) is not bytes:
-        raise _shape("field 'p' must be bytes")
-    return User(_str(d, "sn", MAX_ID_LEN), _str(d, "kd", MAX_KIND_LEN), payload)
-
-
-_UPDATE_DECODERS: Final[dict[str, Callable[[Mapping[str, Any]], Update]]] = {
-    Alive.TYPE: _dec_alive,
-    Suspect.TYPE: _dec_suspect,
-    Dead.TYPE: _dec_dead,
-    Leave.TYPE: _dec_leave,
-}
-
-_DECODERS: Final[dict[str, Callable[[Mapping[str, Any]], Frame]]] = {
-    **_UPDATE_DECODERS,
-    Ping.TYPE: _dec_ping,
-    PingReq.TYPE: _dec_ping_req,
-    Ack.TYPE: _dec_ack,
-    Nack.TYPE: _dec_nack,
-    Gossip.TYPE: _dec_gossip,
-    PushPullRequest.TYPE: _dec_push_pull_req,
-    PushPullResponse.TYPE: _dec_push_pull_resp,
-    User.TYPE: _dec_user,
-}
-
-FRAME_TYPES: Final = frozenset(_DECODERS)
 
 
 def decode(data: bytes, *, max_size: int, cluster: str | None = None) -> Frame:
@@ -500,10 +362,14 @@ def decode(data: bytes, *, max_size: int, cluster: str | None = None) -> Frame:
     t = obj.get("t")
     if type(t) is not str:
         raise _shape("field 't' must be a string")
-    decoder = _DECODERS.get(t)
-    if decoder is None:
+    layout = _LAYOUTS.get(t)
+    if layout is None:
         raise FrameError(FrameErrorReason.UNKNOWN_TYPE, t[:MAX_KIND_LEN])
-    c = _str(obj, "c", MAX_CLUSTER_LEN)
-    if cluster is not None and c != cluster:
-        raise FrameError(FrameErrorReason.WRONG_CLUSTER, c)
-    return decoder(obj)
+    try:
+        c = wire.Text(MAX_CLUSTER_LEN).decode(obj.get("c"), "c")
+        if cluster is not None and c != cluster:
+            raise FrameError(FrameErrorReason.WRONG_CLUSTER, c)
+        frame: Frame = layout.decode(obj, t)
+    except wire.WireShapeError as exc:
+        raise _shape(str(exc)) from None
+    return frame
