@@ -11,7 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PARTS = [
-    ("Single node (issue 2)", HERE / "single-node.md"),
+    ("Single node (issues 2 and 10)", HERE / "single-node.md"),
     ("Membership, simulated (issue 3)", HERE / "membership" / "results.md"),
 ]
 
