@@ -5,20 +5,21 @@ opens the store (cleaning up interrupted writes), starts the HTTP server on
 the node's one port and the background tasks; leaving the block stops
 accepting, lets in-flight requests finish (up to the graceful timeout) and
 closes the store. Tests, `rimio start` and embedding programs all use it.
+
+The listening socket is bound first, so the node's address is final (even on
+port 0) before any part that needs it is built: each part gets what it needs
+at construction, and the already-bound socket is handed to hypercorn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -35,71 +36,36 @@ from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
 from rimio.ops.objects import ObjectService
-from rimio.storage.parts import ensure_dir
-from rimio.storage.store import LocalStore, check_disk_usable
+from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
+from rimio.storage.store import LocalStore
 
 log = logging.getLogger("rimio.node")
+
+TransportFactory = Callable[[str], Transport]
+"""Builds a node's gossip transport from the node's final address."""
+
+
+def bind_listener(addr: Address) -> socket.socket:
+    """A TCP socket bound (not yet listening) to `addr`; ConfigError if it cannot be."""
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # as hypercorn sets them on the sockets it binds itself
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((addr.host, addr.port))
+    except OSError as exc:
+        sock.close()
+        reason = ("address already in use" if exc.errno == errno.EADDRINUSE
+                  else exc.strerror or str(exc))
+        raise ConfigError(f"cannot listen on {addr}: {reason}") from None
+    return sock
 
 
 def check_port_free(addr: Address) -> None:
     """Raise ConfigError if the node's port cannot be bound (before anything is written)."""
-    if addr.port == 0:
-        return
-    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((addr.host, addr.port))
-        except OSError as exc:
-            reason = ("address already in use" if exc.errno == errno.EADDRINUSE
-                      else exc.strerror or str(exc))
-            raise ConfigError(f"cannot listen on {addr}: {reason}") from None
-
-
-NODE_FILE = "node.json"
-LOCK_FILE = ".lock"
-
-
-def lock_disk(disk: Path) -> int:
-    """Take the disk's exclusive lock (held until the fd closes); one node per disk.
-
-    Two processes on one disk would each clean up the other's in-flight
-    writes at start-up; the lock makes the second one refuse to start.
-    """
-    ensure_dir(disk)
-    fd = os.open(disk / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise ConfigError(f"disk {disk} is in use by another rimio process") from None
-    return fd
-
-
-def claim_disk(disk: Path, node_id: str) -> int:
-    """Check that `disk` belongs to this node and return its next incarnation.
-
-    The incarnation rises on every start, so a restarted node's `alive` beats
-    whatever the cluster remembers about its previous life.
-    """
-    path = disk / NODE_FILE
-    incarnation = 0
-    if path.exists():
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-            owner, incarnation = str(state["node_id"]), int(state["incarnation"]) + 1
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path} is unreadable; remove it only if the disk is this "
-                              "node's") from None
-        if owner != node_id:
-            raise ConfigError(f"disk {disk} belongs to node {owner!r}, not {node_id!r}")
-    tmp = disk / f".{NODE_FILE}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"node_id": node_id, "incarnation": incarnation}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return incarnation
+    if addr.port != 0:
+        bind_listener(addr).close()
 
 
 class Node:
@@ -107,16 +73,17 @@ class Node:
 
     `seeds` are extra gossip addresses to join through (used by `rimio join`);
     founding nodes seed from the other nodes of `initial_cluster`.
-    `transport` replaces the HTTP gossip transport (the test harness uses it).
+    `make_transport` replaces the HTTP gossip transport (the test harness uses
+    it): it is called with the node's final address, and the node closes what
+    it returns.
     """
 
     def __init__(self, config: NodeConfig, *, seeds: Sequence[str] = (),
-                 transport: Transport | None = None) -> None:
+                 make_transport: TransportFactory | None = None) -> None:
         self.config = config
         self._extra_seeds = list(seeds)
-        self._transport = transport
+        self._make_transport = make_transport
         self.keyring = config.cluster.keyring()
-        self.membership: MembershipService | None = None
         storage = config.cluster.storage
         self.store = LocalStore(
             config.spec.disks,
@@ -125,8 +92,10 @@ class Node:
             io_threads=storage.io_threads,
             max_open_slots=storage.max_open_slots,
         )
-        self.objects = ObjectService(config, self.store)
         self.address: Address = config.spec.advertise_addr
+        # Built by `__aenter__`, once the address is final.
+        self.membership: MembershipService | None = None
+        self.objects: ObjectService | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -143,31 +112,42 @@ class Node:
         return f"http://{host}:{self.address.port}"
 
     async def __aenter__(self) -> Node:
-        for disk in self.config.spec.disks:
+        spec = self.config.spec
+        for disk in spec.disks:
             check_disk_usable(disk)
-        check_port_free(self.config.spec.bind_addr)
+        # Binding is also the port check: nothing is written yet if it fails.
+        listener = bind_listener(spec.bind_addr)
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
+        stack.callback(listener.close)  # a no-op once hypercorn owns the socket
         try:
-            for disk in self.config.spec.disks:
+            if spec.bind_addr.port == 0:
+                self.address = Address(spec.advertise_addr.host, listener.getsockname()[1])
+            for disk in spec.disks:
                 fd = await trio.to_thread.run_sync(lock_disk, disk)
                 stack.callback(os.close, fd)
             await self.store.open()
             stack.push_async_callback(self.store.close)
-            incarnation = await trio.to_thread.run_sync(
-                claim_disk, self.config.spec.disks[0], self.node_id)
-            transport = self._transport
-            if transport is None:
-                swim = self.config.cluster.swim_config()
-                transport = HttpTransport(str(self.address), keyring=self.keyring,
-                                          packet_timeout=swim.probe_timeout)
-                stack.push_async_callback(transport.aclose)  # after the nursery is gone
+            incarnation = await trio.to_thread.run_sync(claim_disk, spec.disks[0], self.node_id)
+            transport = self._build_transport()
+            stack.push_async_callback(transport.aclose)  # after the nursery is gone
+            membership = self._build_membership(transport, incarnation)
             peers = PeerClient(self.keyring)
             stack.push_async_callback(peers.aclose)
-            self.objects.peers = peers
+            objects = ObjectService(self.config, self.store, peers=peers, liveness=membership)
+            view = NodeView(
+                node_id=self.node_id,
+                cluster=self.config.cluster,
+                address=str(self.address),
+                objects=objects,
+                membership=membership,
+                keyring=self.keyring,
+                max_frame_size=self.config.cluster.swim_config().max_frame_size,
+            )
+            self.membership, self.objects = membership, objects
+            self._inflight = InFlight(create_app(view))
             nursery = await stack.enter_async_context(trio.open_nursery())
-            view = await self._start_server(nursery)
-            membership = await self._start_membership(nursery, view, incarnation, transport)
+            await nursery.start(self._serve, self._inflight, self._hypercorn_config(listener))
             await nursery.start(self._run_background, membership)
         except BaseException as exc:
             self._shutdown.set()
@@ -206,63 +186,39 @@ class Node:
     async def wait_stopped(self) -> None:
         await self._shutdown.wait()
 
-    async def _start_server(self, nursery: trio.Nursery) -> NodeView:
-        spec = self.config.spec
+    def _build_transport(self) -> Transport:
+        address = str(self.address)
+        if self._make_transport is not None:
+            return self._make_transport(address)
+        swim = self.config.cluster.swim_config()
+        return HttpTransport(address, keyring=self.keyring, packet_timeout=swim.probe_timeout)
+
+    def _build_membership(self, transport: Transport, incarnation: int) -> MembershipService:
+        seeds = [str(n.advertise_addr) for n in self.config.cluster.nodes
+                 if n.node_id != self.node_id and n.advertise_addr.port != 0]
+        seeds += [s for s in self._extra_seeds if s not in seeds]
+        return MembershipService(self.config.cluster.swim_config(), self.node_id,
+                                 str(self.address), transport, seeds=seeds,
+                                 keyring=self.keyring, incarnation=incarnation)
+
+    def _hypercorn_config(self, listener: socket.socket) -> HypercornConfig:
         server = self.config.cluster.server
-        hconfig = HypercornConfig()
-        hconfig.bind = [str(spec.bind_addr)]
-        hconfig.graceful_timeout = server.graceful_timeout_seconds
-        hconfig.h11_max_incomplete_size = server.max_header_bytes
-        hconfig.accesslog = None
-        hconfig.errorlog = logging.getLogger("rimio.http")
-        hconfig.include_server_header = False
-        view = NodeView(
-            node_id=self.node_id,
-            cluster=self.config.cluster,
-            address=str(spec.advertise_addr),
-            objects=self.objects,
-            keyring=self.keyring,
-            max_frame_size=self.config.cluster.swim_config().max_frame_size,
+        return HypercornConfig.from_mapping(
+            # Hypercorn listens on the socket bound in `__aenter__` and closes
+            # it when it stops serving; detaching hands it the descriptor.
+            bind=[f"fd://{listener.detach()}"],
+            graceful_timeout=server.graceful_timeout_seconds,
+            h11_max_incomplete_size=server.max_header_bytes,
+            accesslog=None,
+            errorlog=logging.getLogger("rimio.http"),
+            include_server_header=False,
         )
-        self._inflight = InFlight(create_app(view))
-        binds: Any = await nursery.start(self._serve, self._inflight, hconfig)
-        if spec.bind_addr.port == 0 and binds:
-            port = int(str(binds[0]).rsplit(":", 1)[1])
-            host = spec.advertise_addr.host
-            self.address = Address(host, port)
-            view.address = str(self.address)
-        return view
 
     async def _serve(self, app: InFlight, hconfig: HypercornConfig, *,
                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         with self._server_scope:
             await serve(app, hconfig, shutdown_trigger=self._shutdown.wait,  # type: ignore[arg-type]
                         task_status=task_status)
-
-    async def _start_membership(self, nursery: trio.Nursery, view: NodeView,
-                                incarnation: int, transport: Transport) -> MembershipService:
-        swim = self.config.cluster.swim_config()
-        address = str(self.address)
-        if hasattr(transport, "self_address"):
-            # the port is known only now (port 0 binds); the transport names us by it
-            transport.self_address = address
-        seeds = [str(n.advertise_addr) for n in self.config.cluster.nodes
-                 if n.node_id != self.node_id and n.advertise_addr.port != 0]
-        seeds += [s for s in self._extra_seeds if s not in seeds]
-        membership = MembershipService(swim, self.node_id, address, transport, seeds=seeds,
-                                       keyring=self.keyring, incarnation=incarnation)
-        self.membership = membership
-        view.membership = membership
-        self.objects.is_alive = self._is_alive
-        return membership
-
-    def _is_alive(self, node_id: str) -> bool:
-        """Whether requests should be sent to `node_id` (suspects still are)."""
-        if self.membership is None or node_id == self.node_id:
-            return True
-        member = self.membership.member.member(node_id)
-        # Unknown (not heard of yet) counts as alive: try it, the transport will tell.
-        return member is None or member.status.value in ("alive", "suspect")
 
     async def _run_background(self, membership: MembershipService, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -1,6 +1,6 @@
 """The route handlers on an app of their own: a real `ObjectService` over a
 real `LocalStore` in tmp_path, driven by quart's test client (no node, no
-server, no membership). The end-to-end behaviour over HTTP is in test_blobs.py.
+server; a membership service that is built but never started). The end-to-end behaviour over HTTP is in test_blobs.py.
 """
 
 import hashlib
@@ -13,9 +13,11 @@ from quart.typing import TestClientProtocol as Client
 
 from rimio.api.app import NodeView, create_app
 from rimio.api.blobs import INLINE_READ
+from rimio.cluster.membership import MembershipService
 from rimio.config import StorageConfig, single_node_config
 from rimio.ops.objects import ObjectService
 from rimio.storage.store import LocalStore
+from rimio.testing import MemoryTransport
 
 # Large parts keep a streamed read to a few chunks: quart-trio's test client
 # buffers 10 body messages and reads them only once the handler has returned.
@@ -34,8 +36,11 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
     await store.open()
     try:
         objects = ObjectService(config, store)
-        view = NodeView(node_id="node-1", cluster=config.cluster, address="127.0.0.1:7000",
-                        objects=objects)
+        address = "127.0.0.1:7000"
+        membership = MembershipService(config.cluster.swim_config(), "node-1", address,
+                                       MemoryTransport(address, lambda _: None))
+        view = NodeView(node_id="node-1", cluster=config.cluster, address=address,
+                        objects=objects, membership=membership)
         yield create_app(view).test_client()
     finally:
         await store.close()

@@ -24,14 +24,18 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class NodeView:
-    """What the routes need to know about the node that serves them."""
+    """What the routes need to know about the node that serves them.
+
+    `address` is the node's final gossip address (its port is known even
+    when it listens on port 0: the node binds before building the view).
+    """
 
     node_id: str
     cluster: ClusterConfig
     address: str
     objects: ObjectService
+    membership: MembershipService
     keyring: KeyRing | None = None
-    membership: MembershipService | None = None
     max_frame_size: int = 1 << 20
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -40,19 +44,13 @@ class NodeView:
         return self.cluster.name
 
     def nodes(self) -> list[dict[str, Any]]:
-        if self.membership is None:
-            return [{"node_id": self.node_id, "address": self.address, "status": "alive",
-                     "incarnation": 0}]
         return [{"node_id": m.node_id, "address": m.address, "status": m.status.value,
                  "incarnation": m.incarnation} for m in self.membership.members()]
 
     def gossip_seeds(self) -> list[str]:
         """Addresses of members this node believes alive, itself first."""
-        seeds = [self.address]
-        if self.membership is not None:
-            seeds += [m.address for m in self.membership.members()
-                      if m.status is Status.ALIVE and m.node_id != self.node_id]
-        return seeds
+        return [self.address] + [m.address for m in self.membership.members()
+                                 if m.status is Status.ALIVE and m.node_id != self.node_id]
 
     def bootstrap_state(self) -> dict[str, Any]:
         """What a joining node needs: the cluster's shape (never its key)."""

@@ -23,6 +23,7 @@ from rimio.config import (
     StorageConfig,
     parse_config,
 )
+from rimio.core.frames import Status
 from rimio.core.keyring import KeyRing
 from rimio.errors import ConfigError
 from rimio.net.http import signed_headers
@@ -100,7 +101,7 @@ def config_from_bootstrap(info: BootstrapInfo, node_id: str, listen: Address,
     for m in members if isinstance(members, list) else []:
         if not isinstance(m, dict) or m.get("node_id") != node_id:
             continue
-        if m.get("status") in ("alive", "suspect") and m.get("address") != str(advertise):
+        if _counts_as_alive(m.get("status")) and m.get("address") != str(advertise):
             raise ConfigError(f"node id {node_id!r} is already alive in the cluster at "
                               f"{m.get('address')}; choose another id")
     # Re-validate what the seed sent with the same rules as a config file.
@@ -138,6 +139,14 @@ def config_from_bootstrap(info: BootstrapInfo, node_id: str, listen: Address,
         membership=parsed.membership,
     )
     return NodeConfig(cluster=cluster, spec=spec)
+
+
+def _counts_as_alive(status: Any) -> bool:
+    """Whether a seed reports a member as alive (suspects count); unknown is not."""
+    try:
+        return Status(status).counts_as_alive
+    except ValueError:
+        return False
 
 
 def _clean(value: Any) -> dict[str, Any]:

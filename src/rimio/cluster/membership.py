@@ -87,6 +87,17 @@ class MembershipService:
     def incarnation(self) -> int:
         return self._member.incarnation
 
+    def is_reachable(self, node_id: str) -> bool:
+        """Whether requests should be sent to `node_id` (suspects still are).
+
+        This node always is; a node not heard of yet is too: try it, the
+        transport will tell.
+        """
+        if node_id == self.node_id:
+            return True
+        member = self._member.member(node_id)
+        return member is None or member.status.counts_as_alive
+
     # -- life cycle --------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -105,8 +116,8 @@ class MembershipService:
         """Announce a graceful leave and give the news a moment to spread."""
         if self._nursery is None:
             return
-        peers = [m for m in self.members() if m.node_id != self.node_id and m.status.value in
-                 ("alive", "suspect")]
+        peers = [m for m in self.members()
+                 if m.node_id != self.node_id and m.status.counts_as_alive]
         self._execute(self._member.leave(trio.current_time()))
         if not peers:
             return

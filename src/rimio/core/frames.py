@@ -51,6 +51,15 @@ class Status(enum.StrEnum):
     DEAD = "dead"
     LEFT = "left"
 
+    @property
+    def counts_as_alive(self) -> bool:
+        """Whether requests and gossip are still sent to a member in this status.
+
+        A suspect is still tried: suspicion is a question the member can
+        refute, not a verdict.
+        """
+        return self is Status.ALIVE or self is Status.SUSPECT
+
 
 class FrameErrorReason(enum.StrEnum):
     """Why a frame was refused; callers count these separately."""

@@ -33,21 +33,30 @@ def signed_headers(keyring: KeyRing | None, method: str, target: str, body: byte
 
 
 class HttpTransport:
-    def __init__(self, self_address: str, *, keyring: KeyRing | None = None,
+    """Gossip over HTTP from the node at `address` (the `from` of every request)."""
+
+    def __init__(self, address: str, *, keyring: KeyRing | None = None,
                  packet_timeout: float = 1.0, stream_timeout: float = 10.0,
                  max_connections: int = 64) -> None:
-        self.self_address = self_address
+        self._address = address
         self._keyring = keyring
         self._packet_timeout = packet_timeout
         self._stream_timeout = stream_timeout
+        self._closed = False
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
             timeout=httpx.Timeout(stream_timeout),
         )
 
+    @property
+    def address(self) -> str:
+        return self._address
+
     async def _post(self, address: str, path: str, data: bytes, seconds: float) -> bytes:
-        target = f"{path}?from={self.self_address}"
+        if self._closed:
+            raise TransportError(f"{address}: the transport is closed")
+        target = f"{path}?from={self._address}"
         headers = signed_headers(self._keyring, "POST", target, data)
         try:
             resp = await self._client.post(f"http://{address}{target}", content=data,
@@ -65,4 +74,5 @@ class HttpTransport:
         return await self._post(address, STREAM_PATH, data, self._stream_timeout)
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._client.aclose()

@@ -1,10 +1,13 @@
 """The transport interface the membership service talks through.
 
 Two implementations: `rimio.net.http.HttpTransport` (the node's one HTTP port,
-pooled connections) and the simulated network of `rimio.testing` for tests.
-Inbound traffic is not part of this interface: whoever owns the receiving
-side (an HTTP route, a simulated link) hands packets to the membership
-service's `deliver_packet` / `answer_stream`.
+pooled connections) and the in-process transports of `rimio.testing`.
+A transport is built with the address it sends from (its node's gossip
+address), which the receiving side learns with every packet.
+
+Inbound traffic is not part of `Transport`: whoever owns the receiving side
+(an HTTP route, an in-process link) hands packets to a `Receiver` — the
+membership service's `deliver_packet` / `answer_stream`.
 """
 
 from __future__ import annotations
@@ -17,11 +20,33 @@ class TransportError(Exception):
 
 
 class Transport(Protocol):
+    @property
+    def address(self) -> str:
+        """The address this transport sends from, fixed at construction."""
+
     async def send_packet(self, address: str, data: bytes) -> None:
-        """Deliver one small datagram-like message; best effort, bounded time."""
+        """Deliver one small datagram-like message; best effort, bounded time.
+
+        Raises TransportError when the transport knows the packet was not
+        delivered; a lost packet may also go unnoticed.
+        """
 
     async def request_stream(self, address: str, data: bytes) -> bytes:
-        """One request/response exchange (push-pull); raises TransportError."""
+        """One request/response exchange (push-pull); raises TransportError.
+
+        An empty reply means the receiver had nothing to answer.
+        """
 
     async def aclose(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections; idempotent. Sending afterwards raises
+        TransportError."""
+
+
+class Receiver(Protocol):
+    """The receiving end of a transport (the membership service)."""
+
+    def deliver_packet(self, from_addr: str, data: bytes, received_at: float) -> None:
+        """A packet from `from_addr` arrived at trio time `received_at`."""
+
+    def answer_stream(self, from_addr: str, data: bytes, received_at: float) -> bytes | None:
+        """A push-pull request arrived; the reply, if any."""

@@ -28,6 +28,7 @@ from rimio.core.slots import slot_for_path
 from rimio.core.writes import MUST_EXIST, CommitOutcome, Precondition, WriteReport
 from rimio.errors import BadRequest, Gone, NotFound, PayloadTooLarge, PreconditionFailed, QuorumLost
 from rimio.ops.cursor import decode_cursor, encode_cursor
+from rimio.ops.liveness import EveryoneReachable, Liveness
 from rimio.storage.store import LocalStore, StoredObject
 from rimio.storage.writes import TOMBSTONE, Content
 
@@ -76,16 +77,19 @@ def validate_write_id(write_id: str | None) -> str | None:
 
 class ObjectService:
     def __init__(
-        self, config: NodeConfig, store: LocalStore, wall_clock: Callable[[], float] = time.time
+        self, config: NodeConfig, store: LocalStore, wall_clock: Callable[[], float] = time.time,
+        *, peers: PeerClient | None = None, liveness: Liveness | None = None,
     ) -> None:
+        """`peers` reaches other nodes (forwarding, listings); without it only
+        this node's slots are served. `liveness` says which nodes are worth
+        trying; without it, all are."""
         self._config = config
         self._store = store
         self._wall_clock = wall_clock
         self.max_object_bytes = config.cluster.storage.max_object_bytes
         self._addresses = {n.node_id: str(n.advertise_addr) for n in config.cluster.nodes}
-        # Set by the node once membership runs; until then everyone counts as alive.
-        self.is_alive: Callable[[str], bool] = lambda node_id: True
-        self.peers: PeerClient | None = None
+        self._liveness: Liveness = liveness if liveness is not None else EveryoneReachable()
+        self.peers = peers
 
     # -- routing ----------------------------------------------------------------
 
@@ -111,7 +115,7 @@ class ObjectService:
                 "version does not have yet"
             )
         owner = res.replicas[0]
-        if not self.is_alive(owner):
+        if not self._liveness.is_reachable(owner):
             raise QuorumLost(f"slot {res.slot_id} is held by {owner}, which is down")
         return res, self._addresses[owner]
 
@@ -249,7 +253,7 @@ class ObjectService:
         async def remote(i: int, node_id: str) -> None:
             if self.peers is None:
                 raise QuorumLost("no peer client to list other nodes with")
-            if not self.is_alive(node_id):
+            if not self._liveness.is_reachable(node_id):
                 raise QuorumLost(f"listing needs {node_id}, which is down")
             sources[i] = await self.peers.list_heads(self._addresses[node_id], prefix, after,
                                                      fetch)

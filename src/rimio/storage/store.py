@@ -32,6 +32,7 @@ from rimio.core.errors import (
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
 from rimio.core.writes import CommitOutcome, Precondition, WriteReport
+from rimio.storage.disk import check_disk_usable
 from rimio.storage.meta import PendingWrite, SlotMeta
 from rimio.storage.parts import (
     TEMP_PREFIX,
@@ -59,24 +60,6 @@ class StoredObject:
     head: Head
     parts: tuple[PartRecord, ...]
     slot_dir: Path
-
-
-def check_disk_usable(path: Path) -> None:
-    """Raise ConfigError unless `path` is (or can become) a writable directory.
-
-    Writes nothing: it only looks at the path and its nearest existing parent.
-    """
-    p = path
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
-    if p == path and not path.is_dir():
-        raise ConfigError(f"disk {path} exists and is not a directory")
-    if not p.is_dir():
-        raise ConfigError(f"disk {path}: {p} is not a directory")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise ConfigError(f"disk {path}: {p} is not writable")
 
 
 class LocalStore:

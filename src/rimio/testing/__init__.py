@@ -40,7 +40,7 @@ from rimio.config import (
 from rimio.core.frames import Status
 from rimio.net.http import HttpTransport
 from rimio.net.sim import LinkProfile, partition_links
-from rimio.net.transport import Transport, TransportError
+from rimio.net.transport import Receiver, Transport, TransportError
 from rimio.node import Node
 
 __all__ = ["FaultPlan", "FaultyTransport", "LinkProfile", "LocalCluster", "MemoryTransport"]
@@ -105,62 +105,63 @@ class FaultPlan:
 
 
 class MemoryTransport:
-    """Hands frames straight to the receiving node's membership service."""
+    """Hands frames straight to the receiver at the target address (in a
+    `LocalCluster`, that node's membership service)."""
 
-    def __init__(self, nodes_by_address: Callable[[str], Node | None]) -> None:
-        self._lookup = nodes_by_address
-        self.self_address = ""
+    def __init__(self, address: str, receiver_at: Callable[[str], Receiver | None]) -> None:
+        self._address = address
+        self._receiver_at = receiver_at
+        self._closed = False
 
-    def _target(self, address: str) -> Any:
-        node = self._lookup(address)
-        if node is None or node.membership is None:
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def _target(self, address: str) -> Receiver:
+        if self._closed:
+            raise TransportError(f"{address}: the transport is closed")
+        receiver = self._receiver_at(address)
+        if receiver is None:
             raise TransportError(f"{address}: no node there")
-        return node.membership
+        return receiver
 
     async def send_packet(self, address: str, data: bytes) -> None:
         await trio.lowlevel.checkpoint()
-        self._target(address).deliver_packet(self.self_address, data, trio.current_time())
+        self._target(address).deliver_packet(self._address, data, trio.current_time())
 
     async def request_stream(self, address: str, data: bytes) -> bytes:
         await trio.lowlevel.checkpoint()
-        reply = self._target(address).answer_stream(self.self_address, data,
-                                                    trio.current_time())
+        reply = self._target(address).answer_stream(self._address, data, trio.current_time())
         return reply or b""
 
     async def aclose(self) -> None:
-        return None
+        self._closed = True
 
 
 class FaultyTransport:
     """Wraps a transport with a `FaultPlan`: loss and partitions look like
-    silence to packets and like errors to streams, as they would on a LAN."""
+    silence to packets and like errors to streams, as they would on a LAN.
+    It sends from the address of the transport it wraps."""
 
     def __init__(self, inner: Transport, plan: FaultPlan) -> None:
         self.inner = inner
         self.plan = plan
-        self._self_address = ""
 
     @property
-    def self_address(self) -> str:
-        return self._self_address
-
-    @self_address.setter
-    def self_address(self, value: str) -> None:
-        self._self_address = value
-        if hasattr(self.inner, "self_address"):
-            self.inner.self_address = value
+    def address(self) -> str:
+        return self.inner.address
 
     async def send_packet(self, address: str, data: bytes) -> None:
-        await self.plan.wait_unpaused(self._self_address, address)
-        delays = self.plan.delays(self._self_address, address)
+        await self.plan.wait_unpaused(self.address, address)
+        delays = self.plan.delays(self.address, address)
         for delay in delays:
             if delay > 0:
                 await trio.sleep(delay)
             await self.inner.send_packet(address, data)
 
     async def request_stream(self, address: str, data: bytes) -> bytes:
-        await self.plan.wait_unpaused(self._self_address, address)
-        delays = self.plan.delays(self._self_address, address)
+        await self.plan.wait_unpaused(self.address, address)
+        delays = self.plan.delays(self.address, address)
         if not delays:
             raise TransportError(f"{address}: unreachable (fault plan)")
         if delays[0] > 0:
@@ -240,13 +241,14 @@ class LocalCluster:
         result: bool | None = await self._nursery_cm.__aexit__(exc_type, exc, tb)
         return result
 
-    def _transport_for(self) -> Transport:
+    def _make_transport(self, address: str) -> Transport:
+        """A node's gossip transport, through the cluster's fault plan."""
         inner: Transport
         if self.transport == "memory":
-            inner = MemoryTransport(self.node_at)
+            inner = MemoryTransport(address, self.membership_at)
         else:
             key = self.cluster.keyring()
-            inner = HttpTransport("", keyring=key, packet_timeout=0.5)
+            inner = HttpTransport(address, keyring=key, packet_timeout=0.5)
         return FaultyTransport(inner, self.plan)
 
     def node_at(self, address: str) -> Node | None:
@@ -254,6 +256,10 @@ class LocalCluster:
             if slot.node is not None and str(slot.spec.advertise_addr) == address:
                 return slot.node
         return None
+
+    def membership_at(self, address: str) -> Receiver | None:
+        node = self.node_at(address)
+        return None if node is None else node.membership
 
     async def start(self, node_id: str) -> Node:
         """Start (or restart, on the same disk and port) one node."""
@@ -273,7 +279,7 @@ class LocalCluster:
             with trio.CancelScope() as scope:
                 slot.scope = scope
                 async with Node(config, seeds=slot.seeds,
-                                transport=self._transport_for()) as node:
+                                make_transport=self._make_transport) as node:
                     slot.node = node
                     task_status.started(node)
                     await slot.stop.wait()
