@@ -94,6 +94,26 @@ async def test_put_small_and_read_back(service: ObjectService, length: str | Non
     assert inline is None
 
 
+async def test_small_put_is_inline_and_reads_the_same(service: ObjectService,
+                                                     tmp_path: Path) -> None:
+    """A body with a length up to the store's inline limit creates no file;
+    reads, ranges and the answer look exactly like a part file's."""
+    data = os.urandom(4096)
+    out = await service.put(_put("in/line", data))
+    assert out.result["etag"] == hashlib.sha256(data).hexdigest()
+    assert _leftovers(tmp_path / "d") == ([], 0)
+    obj, inline = await service.open_read("in/line", inline_up_to=1 << 20)
+    assert inline == data and obj.head.part_count == 1
+    obj, inline = await service.open_read("in/line")  # HEAD-like: the bytes stay in SQLite
+    assert inline is None
+    await service.check_readable(obj)
+    assert b"".join([c async for c in service.read(obj, 100, 199)]) == data[100:200]
+    assert await _read(service, "in/line") == data
+    await service.delete("in/line")
+    with pytest.raises(Gone):
+        await service.open_read("in/line")
+
+
 @pytest.mark.parametrize("length", ["exact", None], ids=["with-length", "no-length"])
 async def test_put_streamed_and_read_back(service: ObjectService, length: str | None,
                                           tmp_path: Path) -> None:

@@ -395,8 +395,9 @@ class PartRow:
     part_index: int
     sha256: str
     size_bytes: int
-    local_path: str
+    local_path: str | None  # None: an inline part, its bytes in `data`
     superseded: bool
+    data: bytes | None = None
 
 
 def slot_dirs(disk: Path) -> list[Path]:
@@ -411,12 +412,14 @@ def part_rows(slot_dir: Path) -> list[PartRow]:
     with open_meta(slot_dir / "meta.sqlite3") as db:
         rows = db.execute(
             "SELECT p.path, p.generation, p.part_index, p.sha256, p.size_bytes, p.local_path,"
-            " COALESCE(h.is_current, 0) FROM file_entries p LEFT JOIN file_entries h"
+            " COALESCE(h.is_current, 0), p.inline_data FROM file_entries p"
+            " LEFT JOIN file_entries h"
             " ON h.path = p.path AND h.generation = p.generation"
             " AND h.head_sha256 = p.head_sha256 AND h.entry_kind IN ('meta', 'tombstone')"
             " WHERE p.entry_kind = 'part'"
         ).fetchall()
-    return [PartRow(r[0], int(r[1]), int(r[2]), r[3], int(r[4]), r[5], not r[6]) for r in rows]
+    return [PartRow(r[0], int(r[1]), int(r[2]), r[3], int(r[4]), r[5], not r[6],
+                    None if r[7] is None else bytes(r[7])) for r in rows]
 
 
 def count_entries(slot_dir: Path, kind: str) -> int:
@@ -454,6 +457,12 @@ def check_disk_consistent(disk: Path) -> list[str]:
         for rel in sorted(on_disk - referenced):
             problems.append(f"{sd.name}: unreferenced file {rel}")
         for row in rows:
+            if row.local_path is None:  # inline: the bytes are in the row
+                inline = row.data or b""
+                if len(inline) != row.size_bytes or sha256_hex(inline) != row.sha256:
+                    problems.append(f"{sd.name}: inline part {row.path}@{row.generation} "
+                                    "does not match its size or hash")
+                continue
             file = sd / row.local_path
             if not file.is_file():
                 state = "superseded" if row.superseded else "current"

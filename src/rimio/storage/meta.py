@@ -4,8 +4,14 @@ One SQLite file per slot, in WAL mode with `synchronous=FULL`, so a head is
 durable once its transaction commits. `file_entries` holds one row per
 logical file of a blob: the head (`meta` or `tombstone`, inline JSON), one
 row per part, and `pending` rows that mark a write in progress so start-up
-can remove what an interrupted write left behind. `write_results` remembers
-the first answer to each `X-Rimio-Write-Id`.
+can remove what an interrupted write left behind. A part row either names a
+part file (`local_path`) or, for a small object, holds the part's bytes
+itself (`inline_data`, with `local_path` NULL), committed in the same
+transaction as its head. `write_results` remembers the first answer to each
+`X-Rimio-Write-Id`.
+
+Schema version 2 added `inline_data`; a version-1 database is migrated when
+it is opened (one ALTER TABLE, in one transaction).
 
 Methods block; the caller runs them in a worker thread and holds `lock`.
 """
@@ -17,16 +23,17 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rimio.core.errors import StorageCorrupt
 from rimio.core.head import Head, beats
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck
 from rimio.storage.parts import PartRecord, fsync_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_entries (
@@ -45,7 +52,8 @@ CREATE TABLE IF NOT EXISTS file_entries (
     archive_url   TEXT,
     compression   TEXT,
     created_at    REAL    NOT NULL,
-    superseded_at REAL
+    superseded_at REAL,
+    inline_data   BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS fe_current ON file_entries(path) WHERE is_current = 1;
 CREATE INDEX IF NOT EXISTS fe_path_gen ON file_entries(path, generation);
@@ -60,6 +68,16 @@ CREATE TABLE IF NOT EXISTS write_results (
     PRIMARY KEY (path, write_id)
 );
 """
+
+
+# From each older schema version: the statements that bring it to the next.
+_MIGRATIONS = {
+    1: "ALTER TABLE file_entries ADD COLUMN inline_data BLOB;",
+}
+
+# Builds the head of a write once its generation is known, with the answer to
+# record for its write id.
+HeadBuilder = Callable[[int], tuple[Head, dict[str, Any] | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +130,41 @@ class SlotMeta:
 
     def __init__(self, db_path: Path) -> None:
         self.lock = threading.Lock()
-        if not db_path.exists():
+        self.created = not db_path.exists()
+        if self.created:
             _install_template(db_path)
         self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        # A small page cache: a node keeps many slot databases open at once.
-        self._db.execute("PRAGMA cache_size=-512")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            # One transaction: one fsync, instead of one per statement.
-            self._db.executescript(
-                f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        try:
+            self._configure()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _configure(self) -> None:
+        db = self._db
+        # Per connection, and cheap: none of these touches the disk. The WAL
+        # journal mode is stored in the file (the template has it), so it is
+        # only set again below for a database that was not made from it.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        # A node keeps many slot databases open at once: a small page cache
+        # (128 KiB at most, filled only as pages are read) and no memory map.
+        db.execute("PRAGMA cache_size=-128")
+        db.execute("PRAGMA mmap_size=0")
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StorageCorrupt(f"slot database schema version {version} is newer than "
+                                 f"this rimio's ({SCHEMA_VERSION})")
+        db.execute("PRAGMA journal_mode=WAL")
+        if version == 0:
+            # Not made from the template (an empty file): the whole schema.
+            steps = _SCHEMA
+        else:
+            steps = " ".join(_MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
+        # One transaction: one fsync, and a crash leaves the old version whole.
+        db.executescript(f"BEGIN; {steps} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     def close(self) -> None:
         self._db.close()
@@ -137,14 +177,27 @@ class SlotMeta:
         ).fetchone()
         return None if row is None else Head.from_dict(json.loads(row[0]))
 
-    def parts_of(self, head: Head) -> list[PartRecord]:
+    def parts_of(self, head: Head, *, with_data: bool = False) -> list[PartRecord]:
+        """The part rows of `head`; inline parts carry their bytes when `with_data`."""
+        data = "inline_data" if with_data else "NULL"
         rows = self._db.execute(
-            "SELECT part_index, sha256, size_bytes, local_path FROM file_entries "
+            f"SELECT part_index, sha256, size_bytes, local_path, {data} FROM file_entries "
             "WHERE path = ? AND generation = ? AND entry_kind = 'part' AND head_sha256 = ? "
             "ORDER BY part_index",
             (head.path, head.generation, head.sha256),
         ).fetchall()
-        return [PartRecord(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+        return [PartRecord(int(r[0]), r[1], int(r[2]), r[3],
+                           None if r[4] is None else bytes(r[4])) for r in rows]
+
+    def inline_range(self, head: Head, index: int, offset: int, length: int) -> bytes | None:
+        """`length` bytes at `offset` of inline part `index` of `head` (None: no such row)."""
+        row = self._db.execute(
+            "SELECT substr(inline_data, ?, ?) FROM file_entries "
+            "WHERE path = ? AND generation = ? AND entry_kind = 'part' AND head_sha256 = ? "
+            "AND part_index = ? AND local_path IS NULL",
+            (offset + 1, length, head.path, head.generation, head.sha256, index),
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def write_result(self, path: str, write_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
@@ -210,7 +263,8 @@ class SlotMeta:
     def referenced_files(self, path: str, generation: int) -> set[str]:
         rows = self._db.execute(
             "SELECT local_path FROM file_entries "
-            "WHERE path = ? AND generation = ? AND entry_kind = 'part'",
+            "WHERE path = ? AND generation = ? AND entry_kind = 'part' "
+            "AND local_path IS NOT NULL",
             (path, generation),
         ).fetchall()
         return {r[0] for r in rows}
@@ -233,24 +287,52 @@ class SlotMeta:
         before it starts, repeated here because the head may have changed
         meanwhile. The pending marker is dropped in the same transaction.
         """
+        outcome, check, _ = self.commit_new(
+            head.path, head.write_id, lambda generation: (head, result), parts, now=now,
+            generation=head.generation, pending_id=pending_id, precondition=precondition)
+        return outcome, check
+
+    def commit_new(
+        self,
+        path: str,
+        write_id: str,
+        build: HeadBuilder,
+        parts: Sequence[PartRecord],
+        *,
+        now: float,
+        generation: int | None = None,
+        pending_id: int | None = None,
+        precondition: Precondition | None = None,
+    ) -> tuple[CommitOutcome, WriteCheck, dict[str, Any] | None]:
+        """Check, choose the generation, build the head and apply it: one transaction.
+
+        A write without files (an inline object, a tombstone) needs no pending
+        marker: this is its whole write, one WAL commit. `generation` None
+        takes the next one of `path` (pending rows of writes in flight count).
+        Returns the outcome, what the checks found, and the answer built with
+        the head (None when refused).
+        """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             # Outcomes other than APPLIED leave the pending marker in place: the
             # caller removes the files first and the marker after, so a crash in
             # between still gets cleaned up at start-up.
-            check = self.check_write(head.path, head.write_id)
+            check = self.check_write(path, write_id)
             refusal = check.refusal(precondition)
             if refusal is not None:
-                db.execute("COMMIT")
-                return refusal, check
+                db.execute("COMMIT")  # nothing written: no sync
+                return refusal, check, None
+            if generation is None:
+                generation = self.max_generation(path) + 1
+            head, result = build(generation)
             current = check.current
             if not beats(head, current):
                 # The write happened but a better head already won; remember the
                 # answer so a replay of the write id does not write again.
                 self._record_result(head, result, now)
                 db.execute("COMMIT")
-                return CommitOutcome.SUPERSEDED, check
+                return CommitOutcome.SUPERSEDED, check, result
             if pending_id is not None:
                 db.execute("DELETE FROM file_entries WHERE id = ?", (pending_id,))
             if current is not None:
@@ -268,14 +350,14 @@ class SlotMeta:
             )
             db.executemany(
                 "INSERT INTO file_entries (path, generation, entry_kind, part_index, head_sha256,"
-                " sha256, size_bytes, local_path, created_at)"
-                " VALUES (?, ?, 'part', ?, ?, ?, ?, ?, ?)",
+                " sha256, size_bytes, local_path, inline_data, created_at)"
+                " VALUES (?, ?, 'part', ?, ?, ?, ?, ?, ?, ?)",
                 [(head.path, head.generation, p.index, head.sha256, p.sha256, p.size_bytes,
-                  p.local_path, now) for p in parts],
+                  p.local_path, p.data if p.inline else None, now) for p in parts],
             )
             self._record_result(head, result, now)
             db.execute("COMMIT")
-            return CommitOutcome.APPLIED, check
+            return CommitOutcome.APPLIED, check, result
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -328,13 +410,14 @@ class SlotMeta:
         return [(r[0], int(r[1]), r[2]) for r in rows]
 
     def forget_head(self, path: str, generation: int, head_sha: str) -> list[str]:
-        """Delete a superseded head and its part rows; return the part files to unlink."""
+        """Delete a superseded head and its part rows; return the part files to
+        unlink (none for an inline object: its bytes go with its rows)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(
                 "SELECT local_path FROM file_entries WHERE path = ? AND generation = ? "
-                "AND head_sha256 = ? AND entry_kind = 'part'",
+                "AND head_sha256 = ? AND entry_kind = 'part' AND local_path IS NOT NULL",
                 (path, generation, head_sha),
             ).fetchall()
             db.execute(
@@ -347,7 +430,7 @@ class SlotMeta:
                 r[0]
                 for r in db.execute(
                     "SELECT local_path FROM file_entries WHERE path = ? AND generation = ? "
-                    "AND entry_kind = 'part'",
+                    "AND entry_kind = 'part' AND local_path IS NOT NULL",
                     (path, generation),
                 ).fetchall()
             }

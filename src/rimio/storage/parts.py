@@ -4,7 +4,13 @@ Every method here blocks (file I/O, fsync) and is meant to run in a worker
 thread. A part is written to a temp name in its generation directory,
 fsynced, renamed to `part.<index:08>.<sha256>`, and the directory is fsynced,
 so a crash leaves either no part or a whole one. New directories are fsynced
-into their parents too.
+into their parents too, once: `DURABLE_DIRS` remembers, per process, which
+directories are known to be durable in their parent, so a path's existing
+directory chain costs no fsync on the next write.
+
+Objects small enough to live in the slot's SQLite row (see meta.py) have
+part records without a file: `local_path` is None and `data` holds the bytes
+(when they were loaded).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +32,15 @@ class PartRecord:
     index: int
     sha256: str
     size_bytes: int
-    local_path: str  # relative to the slot directory
+    # relative to the slot directory; None: the part is inline in its SQLite row
+    local_path: str | None
+    # an inline part's bytes, when loaded (None for part files, and for inline
+    # parts read without their bytes)
+    data: bytes | None = None
+
+    @property
+    def inline(self) -> bool:
+        return self.local_path is None
 
 
 def fsync_dir(path: Path) -> None:
@@ -35,17 +51,93 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def ensure_dir(path: Path) -> None:
-    """Create `path` and missing parents, fsyncing each parent that gained an entry."""
-    missing: list[Path] = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
+class DurableDirs:
+    """Directories whose entry in their parent is known to be durable.
+
+    A directory joins after this process created it and fsynced its parent,
+    or found it existing and fsynced its parent once (a previous process may
+    have died between its mkdir and that fsync). Whoever removes a directory
+    forgets it first, so an entry is never stale for a directory this process
+    removed. Bounded: forgetting an entry only costs one more fsync later.
+    """
+
+    def __init__(self, limit: int = 65536) -> None:
+        self._limit = limit
+        self._known: OrderedDict[Path, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.fsyncs = 0  # directory fsyncs done by ensure_dir (for tests and benchmarks)
+
+    def __contains__(self, path: object) -> bool:
+        with self._lock:
+            if path in self._known:
+                assert isinstance(path, Path)
+                self._known.move_to_end(path)
+                return True
+            return False
+
+    def add(self, path: Path) -> None:
+        with self._lock:
+            self._known[path] = None
+            self._known.move_to_end(path)
+            while len(self._known) > self._limit:
+                self._known.popitem(last=False)
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._known.pop(path, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._known.clear()
+
+
+DURABLE_DIRS = DurableDirs()
+
+
+def ensure_dir(path: Path) -> list[Path]:
+    """Make `path` an existing directory whose entry is durable in its parent.
+
+    Returns the directories created, outermost first (an aborted write removes
+    exactly those). A parent is fsynced when it gained an entry, and once per
+    process for a directory found existing; a known directory costs one stat
+    and no fsync, so the chain of a path written before costs nothing.
+    """
+    if path in DURABLE_DIRS:
+        if os.path.isdir(path):
+            return []
+        DURABLE_DIRS.forget(path)  # removed behind this process's back
+    created: list[Path] = []
+    try:
+        os.mkdir(path)
+        created.append(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
+        created = ensure_dir(path.parent)
         with contextlib.suppress(FileExistsError):
-            os.mkdir(d)
-        fsync_dir(d.parent)
+            os.mkdir(path)
+            created.append(path)
+    parent = path.parent
+    if created and parent not in DURABLE_DIRS and parent != path:
+        # The parent existed but this process never made sure of its own entry.
+        ensure_dir(parent)
+    fsync_dir(parent)
+    DURABLE_DIRS.fsyncs += 1
+    DURABLE_DIRS.add(path)
+    return created
+
+
+def remove_dirs(created: list[Path]) -> None:
+    """rmdir directories `ensure_dir` created (innermost first) if they are empty."""
+    for d in reversed(created):
+        DURABLE_DIRS.forget(d)
+        try:
+            os.rmdir(d)
+        except OSError:
+            return  # not empty: someone else uses it, and so its parents
 
 
 def part_name(index: int, sha256: str) -> str:
@@ -72,6 +164,7 @@ class ObjectWriter:
         self._size = 0
         self._records: list[PartRecord] = []
         self._created: list[Path] = []
+        self._created_dirs: list[Path] = []
         self._temp: Path | None = None
         self._fd: int | None = None
         self._part_hash = hashlib.sha256()
@@ -123,12 +216,15 @@ class ObjectWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self._created.clear()
-        with contextlib.suppress(OSError):
-            os.rmdir(self._gen_dir)  # only succeeds when nobody else uses it
+        dirs = self._created_dirs
+        if self._gen_dir not in dirs:
+            dirs = [*dirs, self._gen_dir]  # a retry into an existing generation directory
+        remove_dirs(dirs)  # only the empty ones: nobody else uses them
+        self._created_dirs = []
 
     def _open_part(self) -> None:
         if not self._dir_ready:
-            ensure_dir(self._gen_dir)
+            self._created_dirs = ensure_dir(self._gen_dir)
             self._dir_ready = True
         self._temp = self._gen_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -179,6 +275,7 @@ def prune_empty_dirs(start: Path, stop: Path) -> None:
     limit = stop / "blobs"
     d = start
     while d != limit and limit in d.parents:
+        DURABLE_DIRS.forget(d)
         try:
             os.rmdir(d)
         except OSError:

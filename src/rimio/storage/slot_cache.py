@@ -11,6 +11,9 @@ Eviction can run inline (the default) or in the owner's background task.
 The first time a slot is opened in this process, `on_first_open` runs under
 the slot's lock before anyone else may use it; the store uses it to clean up
 writes that a previous process left unfinished.
+
+`stats()` counts opens, creations and evictions, so tests and benchmarks can
+see what a request pattern costs in database opens.
 """
 
 from __future__ import annotations
@@ -19,9 +22,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from rimio.storage.meta import SlotMeta
+
+
+@dataclass(frozen=True, slots=True)
+class SlotCacheStats:
+    opens: int  # databases opened (including creations and re-opens after eviction)
+    creations: int  # databases created (the slot had none yet)
+    evictions: int  # databases closed to make room
+    open_now: int
 
 
 class SlotCache:
@@ -40,6 +52,9 @@ class SlotCache:
         # thread that overfilled the cache pays for it; an owner that runs
         # `evict` in the background clears this so requests never wait for it.
         self.evict_inline = True
+        self._opens = 0
+        self._creations = 0
+        self._evictions = 0
 
     def _slot_lock(self, slot: int) -> threading.Lock:
         with self._lock:
@@ -74,6 +89,8 @@ class SlotCache:
         with self._lock:
             self._seen.add(slot)
             self._open[slot] = meta
+            self._opens += 1
+            self._creations += meta.created
         return meta
 
     @property
@@ -96,6 +113,7 @@ class SlotCache:
                 if victim is None:
                     return  # everything is busy; try again after the next use
                 meta = self._open.pop(victim)
+                self._evictions += 1
             try:
                 meta.close()
             finally:
@@ -115,3 +133,8 @@ class SlotCache:
     def open_count(self) -> int:
         with self._lock:
             return len(self._open)
+
+    def stats(self) -> SlotCacheStats:
+        with self._lock:
+            return SlotCacheStats(self._opens, self._creations, self._evictions,
+                                  len(self._open))

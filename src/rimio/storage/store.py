@@ -3,7 +3,8 @@
 Owns the slot directories on the configured disks, one `SlotMeta` per slot
 (opened lazily and kept open), the worker-thread limiter through which every
 blocking call goes, how the steps of a write (storage/writes.py) are spread
-over worker threads, start-up recovery of interrupted writes, and garbage
+over worker threads, which objects are small enough to live inline in their
+slot's SQLite row, start-up recovery of interrupted writes, and garbage
 collection of superseded generations. Nothing here knows about HTTP or about
 other nodes.
 """
@@ -42,7 +43,7 @@ from rimio.storage.parts import (
     read_range,
     remove_files,
 )
-from rimio.storage.slot_cache import SlotCache
+from rimio.storage.slot_cache import SlotCache, SlotCacheStats
 from rimio.storage.writes import TOMBSTONE, Content, LocalWrite, ResultFor, Tombstone
 
 T = TypeVar("T")
@@ -51,11 +52,18 @@ P = ParamSpec("P")
 READ_CHUNK = 1024 * 1024
 # How often the background evictor trims the slot cache back to its bound.
 EVICT_INTERVAL = 0.2
+# Objects up to this size (in hand, not streamed) live in their slot's SQLite
+# row instead of a part file; measured in rfcs/0008-inline-small-objects.md.
+DEFAULT_INLINE_MAX_BYTES = 64 * 1024
+# The largest inline limit accepted: an inline object is held in memory whole.
+MAX_INLINE_MAX_BYTES = 1024 * 1024
+# Slot databases kept open by default; see rfcs/0008 for the RSS each costs.
+DEFAULT_MAX_OPEN_SLOTS = 512
 
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    """A committed head with the part files that hold its bytes."""
+    """A committed head with the parts that hold its bytes (files, or inline rows)."""
 
     head: Head
     parts: tuple[PartRecord, ...]
@@ -63,20 +71,33 @@ class StoredObject:
 
 
 class LocalStore:
+    """The node's disks. `inline_max_bytes`: objects up to this size (capped at
+    `part_size`, so an inline object is one part) are stored in their slot's
+    SQLite row; 0 stores every object in part files."""
+
     def __init__(
         self, disks: Sequence[Path], *, total_slots: int, part_size: int, io_threads: int = 8,
-        max_open_slots: int = 128,
+        max_open_slots: int = DEFAULT_MAX_OPEN_SLOTS,
+        inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
     ) -> None:
         if not disks:
             raise ConfigError("a node needs at least one disk")
+        if not 0 <= inline_max_bytes <= MAX_INLINE_MAX_BYTES:
+            raise ConfigError(f"inline_max_bytes must be between 0 and {MAX_INLINE_MAX_BYTES}")
         self._disks = [Path(d) for d in disks]
         self.total_slots = total_slots
         self.part_size = part_size
+        self.inline_max_bytes = min(inline_max_bytes, part_size)
         self._limiter = trio.CapacityLimiter(io_threads)
         self._slot_dirs: dict[int, Path] = {}
         self._cache = SlotCache(self.slot_dir, max_open=max_open_slots,
                                 on_first_open=self._recover_slot, on_create=self._create_slot)
         self.recovered_writes = 0
+
+    @property
+    def slot_stats(self) -> SlotCacheStats:
+        """How often slot databases were opened, created and evicted so far."""
+        return self._cache.stats()
 
     # -- life cycle -----------------------------------------------------------
 
@@ -179,6 +200,9 @@ class LocalStore:
         parts = {p.index: p for p in obj.parts}
         for span in spans_for_range(start, end, obj.head.part_size):
             part = parts[span.index]
+            if part.local_path is None:
+                yield await self._inline_range(obj, part, span.offset, span.length)
+                continue
             path = obj.slot_dir / part.local_path
             offset, remaining = span.offset, span.length
             while remaining > 0:
@@ -193,9 +217,24 @@ class LocalStore:
                 offset += n
                 remaining -= n
 
+    async def _inline_range(self, obj: StoredObject, part: PartRecord, offset: int,
+                            length: int) -> bytes:
+        if part.data is not None:
+            data: bytes | None = part.data[offset:offset + length]
+        else:
+            data = await self._with_slot(obj.head.slot_id, SlotMeta.inline_range, obj.head,
+                                         part.index, offset, length)
+        if data is None:
+            raise StorageCorrupt(f"{obj.head.path}: inline part {part.index} is missing")
+        if len(data) != length:
+            raise StorageCorrupt(f"{obj.head.path}: inline part {part.index} is truncated")
+        return data
+
     async def check_parts_present(self, obj: StoredObject) -> None:
         def check() -> str | None:
             for p in obj.parts:
+                if p.local_path is None:
+                    continue  # inline: its bytes are in the row that names it
                 try:
                     if os.stat(obj.slot_dir / p.local_path).st_size != p.size_bytes:
                         return f"part file {p.local_path} has the wrong size"
@@ -250,14 +289,18 @@ class LocalStore:
         `clock` gives the time of the pending marker and of the head.
 
         Bytes and tombstones take one worker-thread call; a stream takes one to
-        start, its part writes, and one to commit. The report says what
-        happened; nothing is left behind unless the head was applied.
+        start, its part writes, and one to commit. Bytes up to
+        `inline_max_bytes` and tombstones are one SQLite transaction and no
+        file. The report says what happened; nothing is left behind unless
+        the head was applied.
         """
         tombstone = content is TOMBSTONE
         streamed = not tombstone and not isinstance(content, bytes)
+        # Inline only what is in hand: a stream's size is known at its end.
+        in_row = isinstance(content, bytes) and len(content) <= self.inline_max_bytes
         seq = LocalWrite(slot, path, self.slot_dir(slot), self.part_size, tombstone=tombstone,
                          write_id=write_id, precondition=precondition, result_for=result_for,
-                         generation=generation, hash_object=not streamed)
+                         generation=generation, hash_object=not streamed, in_row=in_row)
         if isinstance(content, bytes):
             return await self._with_slot(slot, _on_disk(seq.run), content, clock())
         if isinstance(content, Tombstone):
@@ -319,12 +362,19 @@ class LocalStore:
                 head = meta.current_head(path)
                 if head is None:
                     return None, None
-                parts = tuple(meta.parts_of(head)) if head.kind == "meta" else ()
+                wanted = not head.deleted and head.size_bytes <= max_bytes
+                parts = (tuple(meta.parts_of(head, with_data=wanted)) if head.kind == "meta"
+                         else ())
             obj = StoredObject(head, parts, self.slot_dir(slot))
-            if head.deleted or head.size_bytes > max_bytes or len(parts) != head.part_count:
+            if not wanted or len(parts) != head.part_count:
                 return obj, None
             chunks = []
             for p in parts:
+                if p.local_path is None:
+                    if p.data is None or len(p.data) != p.size_bytes:
+                        raise StorageCorrupt(f"{path}: inline part {p.index} has the wrong size")
+                    chunks.append(p.data)
+                    continue
                 try:
                     with open(obj.slot_dir / p.local_path, "rb") as f:
                         chunk = f.read()

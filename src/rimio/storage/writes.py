@@ -6,10 +6,15 @@ same steps, in this order:
 1. admit: write-id replay check, precondition check, then a pending marker
    that reserves the generation (before any file exists, so start-up can
    find and remove what an interrupted write left behind);
-2. write the part files (none for a tombstone) and make them durable;
+2. write the part files and make them durable;
 3. commit the head atomically; the transaction repeats the checks of step 1;
 4. unless the head was applied: remove the files first, then drop the
    marker (a crash in between still finds the marker).
+
+A write that creates no file (a tombstone, or an object of at most the
+store's inline limit, whose bytes go in its part row) needs neither the
+marker nor step 4: steps 1 and 3 are one transaction (checks, generation,
+head, part row with the bytes, write result), so it costs one WAL commit.
 
 `LocalWrite` holds those steps for one write. Each blocks and runs in a
 worker thread; the steps that take `meta` need the slot held by the caller.
@@ -18,6 +23,7 @@ worker thread; the steps that take `meta` need the slot held by the caller.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterable, Callable
 from enum import Enum
 from pathlib import Path
@@ -25,7 +31,7 @@ from typing import Any
 
 from rimio.core.head import Head
 from rimio.core.paths import disk_segments
-from rimio.core.writes import CommitOutcome, Precondition, WriteReport
+from rimio.core.writes import CommitOutcome, Precondition, WriteCheck, WriteReport
 from rimio.storage.meta import PendingWrite, SlotMeta
 from rimio.storage.parts import ObjectWriter, PartRecord
 
@@ -61,6 +67,7 @@ class LocalWrite:
         result_for: ResultFor,
         generation: int | None = None,
         hash_object: bool = True,
+        in_row: bool = False,
     ) -> None:
         self.slot = slot
         self.path = path
@@ -76,6 +83,8 @@ class LocalWrite:
         # False: the caller hashes the object itself (beside the part write)
         # and passes the etag to `commit`.
         self._hash_object = hash_object
+        # True: no files (a tombstone, or bytes that live in the part row).
+        self._in_row = in_row or tombstone
         self._pending: PendingWrite | None = None
         self._writer: ObjectWriter | None = None
 
@@ -115,10 +124,31 @@ class LocalWrite:
                now: float) -> WriteReport:
         """Commit the head of the sealed parts, re-checking replay and precondition."""
         assert self._pending is not None, "commit() before admit()"
-        head = self._head(parts, etag, size, now)
+        head = self._head(self._pending.generation, parts, etag, size, now)
         result = self._result_for(head)
         outcome, check = meta.commit(head, parts, now=now, pending_id=self._pending.id,
                                      precondition=self._precondition, result=result)
+        return self._report(outcome, check, result)
+
+    def commit_in_row(self, meta: SlotMeta, data: bytes, now: float) -> WriteReport:
+        """The whole write of content without files, in one transaction: the
+        checks, the generation, the head, the part rows holding the bytes
+        (none for a tombstone or an empty object) and the write result."""
+        parts = [] if self._tombstone else inline_parts(data, self._part_size)
+        etag = "" if self._tombstone else hashlib.sha256(data).hexdigest()
+
+        def build(generation: int) -> tuple[Head, dict[str, Any]]:
+            head = self._head(generation, parts, etag, len(data), now)
+            return head, self._result_for(head)
+
+        outcome, check, result = meta.commit_new(
+            self.path, self._write_id, build, parts, now=now, generation=self._generation,
+            precondition=self._precondition)
+        return self._report(outcome, check, result)
+
+    @staticmethod
+    def _report(outcome: CommitOutcome, check: WriteCheck,
+                result: dict[str, Any] | None) -> WriteReport:
         if outcome in (CommitOutcome.REPLAY, CommitOutcome.PRECONDITION_FAILED):
             return WriteReport.refused(outcome, check)
         # SUPERSEDED: written, but a better head already won; the answer is ours.
@@ -139,6 +169,8 @@ class LocalWrite:
     def run(self, meta: SlotMeta, data: bytes | None, now: float) -> WriteReport:
         """Every step in one worker-thread call, holding the slot throughout:
         for content that is already in hand (`data`) or a tombstone (None)."""
+        if self._in_row:
+            return self.commit_in_row(meta, data or b"", now)
         early = self.admit(meta, now)
         if early is not None:
             return early
@@ -156,13 +188,20 @@ class LocalWrite:
             self.drop_pending(meta)
         return report
 
-    def _head(self, parts: list[PartRecord], etag: str, size: int, now: float) -> Head:
-        assert self._pending is not None
+    def _head(self, generation: int, parts: list[PartRecord], etag: str, size: int,
+              now: float) -> Head:
         if self._tombstone:
             return Head(kind="tombstone", path=self.path, slot_id=self.slot,
-                        generation=self._pending.generation, write_id=self._write_id,
-                        timestamp=now)
+                        generation=generation, write_id=self._write_id, timestamp=now)
         return Head(kind="meta", path=self.path, slot_id=self.slot,
-                    generation=self._pending.generation, write_id=self._write_id,
+                    generation=generation, write_id=self._write_id,
                     size_bytes=size, etag=etag, part_size=self._part_size,
                     part_count=len(parts), timestamp=now)
+
+
+def inline_parts(data: bytes, part_size: int) -> list[PartRecord]:
+    """`data` cut into parts like a part file writer would, held in memory:
+    the same indexes, sizes and hashes, so the head is the same either way."""
+    return [PartRecord(i, hashlib.sha256(chunk).hexdigest(), len(chunk), None, chunk)
+            for i, chunk in enumerate(data[o:o + part_size]
+                                      for o in range(0, len(data), part_size))]
