@@ -76,6 +76,8 @@ class StorageConfig:
     io_threads: int = 8
     # slot databases kept open at once (each costs ~175 KiB of RSS and 3 fds)
     max_open_slots: int = 512
+    # objects up to this size live in their slot's database row (RFC 0008); 0: never
+    inline_max_bytes: int = 64 * 1024
     # superseded generations are kept this long so in-flight reads finish
     gc_grace_seconds: float = 600.0
     gc_interval_seconds: float = 60.0
@@ -222,6 +224,8 @@ STORAGE_SECTION: Final = Section((
     Option("max_object_bytes", Integer(0, 1 << 50), "largest object accepted"),
     Option("io_threads", Integer(1, 256), "threads doing blocking disk work"),
     Option("max_open_slots", Integer(1, 1 << 20), "slot databases kept open at once"),
+    Option("inline_max_bytes", Integer(0, 1 << 20),
+           "objects up to this size are stored in the slot database, not in files (0: never)"),
     Option("gc_grace_seconds", Number(0, 1e9), "how long superseded data stays readable"),
     Option("gc_interval_seconds", Number(0.01, 1e9), "how often garbage is collected"),
 ))

@@ -91,6 +91,7 @@ class Node:
             part_size=storage.part_size_bytes,
             io_threads=storage.io_threads,
             max_open_slots=storage.max_open_slots,
+            inline_max_bytes=storage.inline_max_bytes,
         )
         self.address: Address = config.spec.advertise_addr
         # Built by `__aenter__`, once the address is final.
