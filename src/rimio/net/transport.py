@@ -17,10 +17,14 @@ class TransportError(Exception):
 
 
 class Transport(Protocol):
-    async def send_packet(self, address: str, data: bytes) -> None:
+    """`node` names the member expected at `address` (requests are signed for
+    it); None when only the address is known (a seed while joining)."""
+
+    async def send_packet(self, address: str, data: bytes, *, node: str | None = None) -> None:
         """Deliver one small datagram-like message; best effort, bounded time."""
 
-    async def request_stream(self, address: str, data: bytes) -> bytes:
+    async def request_stream(self, address: str, data: bytes, *, node: str | None = None
+                             ) -> bytes:
         """One request/response exchange (push-pull); raises TransportError."""
 
     async def aclose(self) -> None:

@@ -117,11 +117,12 @@ class MemoryTransport:
             raise TransportError(f"{address}: no node there")
         return node.membership
 
-    async def send_packet(self, address: str, data: bytes) -> None:
+    async def send_packet(self, address: str, data: bytes, *, node: str | None = None) -> None:
         await trio.lowlevel.checkpoint()
         self._target(address).deliver_packet(self.self_address, data, trio.current_time())
 
-    async def request_stream(self, address: str, data: bytes) -> bytes:
+    async def request_stream(self, address: str, data: bytes, *, node: str | None = None
+                             ) -> bytes:
         await trio.lowlevel.checkpoint()
         reply = self._target(address).answer_stream(self.self_address, data,
                                                     trio.current_time())
@@ -150,22 +151,23 @@ class FaultyTransport:
         if hasattr(self.inner, "self_address"):
             self.inner.self_address = value
 
-    async def send_packet(self, address: str, data: bytes) -> None:
+    async def send_packet(self, address: str, data: bytes, *, node: str | None = None) -> None:
         await self.plan.wait_unpaused(self._self_address, address)
         delays = self.plan.delays(self._self_address, address)
         for delay in delays:
             if delay > 0:
                 await trio.sleep(delay)
-            await self.inner.send_packet(address, data)
+            await self.inner.send_packet(address, data, node=node)
 
-    async def request_stream(self, address: str, data: bytes) -> bytes:
+    async def request_stream(self, address: str, data: bytes, *, node: str | None = None
+                             ) -> bytes:
         await self.plan.wait_unpaused(self._self_address, address)
         delays = self.plan.delays(self._self_address, address)
         if not delays:
             raise TransportError(f"{address}: unreachable (fault plan)")
         if delays[0] > 0:
             await trio.sleep(delays[0])
-        return await self.inner.request_stream(address, data)
+        return await self.inner.request_stream(address, data, node=node)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
