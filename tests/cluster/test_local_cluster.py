@@ -92,10 +92,12 @@ async def test_keyed_cluster_refuses_unsigned_and_foreign_traffic(tmp_path: Path
             foreign = KeyRing.parse("cd" * 32).seal(b"junk", b"local")
             target_path = f"{PACKET_PATH}?from=x"
             r = await client.post(target_path, content=foreign,
-                                  headers=signed_headers(ring, "POST", target_path, foreign))
+                                  headers=signed_headers(ring, "POST", target_path, foreign,
+                                                 destination="node-1"))
             assert r.status_code == 204
             # replaying the exact same signed request is refused
-            headers = signed_headers(ring, "POST", target_path, foreign)
+            headers = signed_headers(ring, "POST", target_path, foreign,
+                                                 destination="node-1")
             assert (await client.post(target_path, content=foreign,
                                       headers=headers)).status_code == 204
             assert (await client.post(target_path, content=foreign,
@@ -120,3 +122,50 @@ async def test_frames_of_another_cluster_are_dropped(tmp_path: Path) -> None:
         stats = node.membership.member.stats()  # type: ignore[union-attr]
         assert stats.decode_errors.get("wrong_cluster", 0) >= 1
         assert c.view("node-1")["node-2"] is ALIVE
+
+
+async def test_internal_signatures_bind_the_destination(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rimio.api import internal
+    from rimio.core.auth import ANY_DESTINATION, HEADER_SIGNATURE, ReplayGuard
+    from rimio.core.keyring import KeyRing
+    from rimio.net.http import PACKET_PATH, signed_headers
+
+    # a small replay cache, so that filling it is quick
+    monkeypatch.setattr(internal, "ReplayGuard", lambda: ReplayGuard(capacity=40))
+    key = tmp_path / "cluster.key"
+    key.write_text("ab" * 32 + "\n")
+    ring = KeyRing.parse("ab" * 32)
+    async with LocalCluster(tmp_path, 1, transport="http", key_file=key) as c:
+        node = c.nodes["node-1"]
+        async with httpx.AsyncClient(base_url=node.url) as client:
+            async def post(destination: str, body: bytes = b"", **extra: str) -> int:
+                headers = signed_headers(ring, "POST", PACKET_PATH, body,
+                                         destination=destination)
+                headers.update(extra)
+                r = await client.post(PACKET_PATH, content=body, headers=headers)
+                return r.status_code
+
+            assert await post("node-1") == 204
+            assert await post("node-2") == 401  # meant for another node
+            assert await post(ANY_DESTINATION) == 401  # packets name their node
+            raw = signed_headers(ring, "POST", PACKET_PATH, b"", destination="node-1")
+            raw[HEADER_SIGNATURE] = "v1=" + "é" * 64  # non-ASCII on the wire
+            r = await client.post(PACKET_PATH, content=b"",
+                                  headers=[(k.encode(), v.encode()) for k, v in raw.items()])
+            assert r.status_code == 401
+            # headers are checked before the body: a forged request with an
+            # oversized body is refused as unauthorized, not as too large
+            huge = b"x" * (3 << 19)  # over max_frame_size (1 MiB), under the server cap
+            for destination in ("node-2", "node-1"):
+                headers = signed_headers(ring, "POST", PACKET_PATH, b"", destination=destination)
+                r = await client.post(PACKET_PATH, content=huge, headers=headers)
+                # forged: refused on its headers; genuine: its body is then bounded
+                assert r.status_code == (401 if destination == "node-2" else 413)
+            path = "/internal/v1/cluster/bootstrap"
+            r = await client.get(path, headers=signed_headers(ring, "GET", path, b"",
+                                                               destination=ANY_DESTINATION))
+            assert r.status_code == 200
+            # a full replay cache refuses new requests (503) instead of evicting
+            codes = [await post("node-1") for _ in range(60)]
+            assert codes[-1] == 503 and set(codes) <= {204, 503}

@@ -2,7 +2,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rimio.core.auth import AuthError, ReplayGuard, sign, verify
+from rimio.core.auth import (
+    ANY_DESTINATION,
+    HEADER_DESTINATION,
+    HEADER_DIGEST,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    AuthError,
+    ReplayCacheFull,
+    ReplayGuard,
+    sign,
+    verify,
+)
 from rimio.core.keyring import KeyRing, KeyRingError, SealError
 
 K1, K2 = "11" * 32, "22" * 32
@@ -51,11 +63,14 @@ def test_bad_key_files(text: str) -> None:
 def test_sign_verify() -> None:
     ring = KeyRing.parse(K1)
     guard = ReplayGuard(window=30)
-    h = sign(ring.primary_mac_key, "POST", "/internal/v1/gossip/packet?from=a", b"body", 100.0)
-    v = verify(ring.mac_keys, "POST", "/internal/v1/gossip/packet?from=a", h, 105.0, guard)
+    h = sign(ring.primary_mac_key, "POST", "/internal/v1/gossip/packet?from=a", b"body", 100.0,
+             destination="n1")
+    v = verify(ring.mac_keys, "POST", "/internal/v1/gossip/packet?from=a", h, 105.0, guard,
+               node_id="n1")
     assert len(v.digest) == 64
     with pytest.raises(AuthError, match="replayed"):
-        verify(ring.mac_keys, "POST", "/internal/v1/gossip/packet?from=a", h, 106.0, guard)
+        verify(ring.mac_keys, "POST", "/internal/v1/gossip/packet?from=a", h, 106.0, guard,
+               node_id="n1")
 
 
 @pytest.mark.parametrize(
@@ -69,12 +84,56 @@ def test_sign_verify() -> None:
 )
 def test_verify_refuses(method: str, target: str, now: float, keys: list[str],
                         needle: str) -> None:
-    h = sign(KeyRing.parse(K1).primary_mac_key, "POST", "/x", b"", 100.0)
+    h = sign(KeyRing.parse(K1).primary_mac_key, "POST", "/x", b"", 100.0, destination="n1")
     mac_keys = KeyRing.parse("\n".join(keys)).mac_keys
     with pytest.raises(AuthError, match=needle):
-        verify(mac_keys, method, target, h, now, ReplayGuard())
+        verify(mac_keys, method, target, h, now, ReplayGuard(), node_id="n1")
 
 
 def test_verify_missing_headers() -> None:
     with pytest.raises(AuthError, match="missing"):
-        verify([b"k"], "GET", "/", {}, 0.0, ReplayGuard())
+        verify([b"k"], "GET", "/", {}, 0.0, ReplayGuard(), node_id="n1")
+
+
+def _signed(destination: str = "n1", **overrides: str) -> dict[str, str]:
+    h = sign(KeyRing.parse(K1).primary_mac_key, "POST", "/x", b"", 100.0,
+             destination=destination)
+    h.update(overrides)
+    return h
+
+
+def test_signature_binds_the_destination_node() -> None:
+    keys = KeyRing.parse(K1).mac_keys
+    with pytest.raises(AuthError, match="addressed to 'n1'"):
+        verify(keys, "POST", "/x", _signed("n1"), 100.0, ReplayGuard(), node_id="n2")
+    # a changed destination header breaks the signature
+    with pytest.raises(AuthError, match="bad signature"):
+        verify(keys, "POST", "/x", _signed("n1", **{HEADER_DESTINATION: "n2"}), 100.0,
+               ReplayGuard(), node_id="n2")
+    anyone = _signed(ANY_DESTINATION)
+    with pytest.raises(AuthError, match="addressed to"):
+        verify(keys, "POST", "/x", anyone, 100.0, ReplayGuard(), node_id="n2")
+    verify(keys, "POST", "/x", anyone, 100.0, ReplayGuard(), node_id="n2",
+           allow_any_destination=True)
+
+
+@pytest.mark.parametrize("header", [HEADER_SIGNATURE, HEADER_NONCE, HEADER_DIGEST,
+                                    HEADER_TIMESTAMP, HEADER_DESTINATION])
+@pytest.mark.parametrize("value", ["v1=" + "é" * 64, "v1=" + "A" * 64, "", "nan", "1e9",
+                                   "\x00", "x" * 300])
+def test_malformed_or_non_ascii_headers_are_an_auth_error(header: str, value: str) -> None:
+    with pytest.raises(AuthError):
+        verify(KeyRing.parse(K1).mac_keys, "POST", "/x", _signed(**{header: value}), 100.0,
+               ReplayGuard(), node_id="n1")
+
+
+def test_a_full_replay_cache_refuses_instead_of_forgetting() -> None:
+    guard = ReplayGuard(window=30, capacity=3)
+    for i in range(3):
+        assert guard.check_and_remember(f"n{i}", 100.0 + i)
+    with pytest.raises(ReplayCacheFull):
+        guard.check_and_remember("new", 110.0)
+    assert not guard.check_and_remember("n0", 110.0)  # still remembered: still a replay
+    # once the oldest nonces are out of the window, they make room
+    assert guard.check_and_remember("new", 100.0 + 60.5)
+    assert len(guard) == 3

@@ -197,3 +197,42 @@ def test_any_field_of_the_wrong_type_is_a_shape_error(frame: f.Frame, data: st.D
         assert exc.reason is f.FrameErrorReason.SHAPE
     else:  # the drawn value happened to be valid for that field
         assert f.encode(decoded, cluster=CLUSTER) == msgpack.packb(body, use_bin_type=True)
+
+
+def test_a_large_packet_frame_is_refused_by_its_type_before_its_fields() -> None:
+    big = msgpack.packb({"t": "ping", "u": [b"x" * 1000] * 1000, "v": 1, "c": CLUSTER},
+                        use_bin_type=True)
+    assert len(big) > 1_000_000
+    with pytest.raises(f.FrameError) as info:
+        f.decode(big, max_size=f.DEFAULT_MAX_SIZE + 100_000)
+    assert info.value.reason is f.FrameErrorReason.TOO_LARGE
+    assert "ping frames are limited" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        # 1 MiB of state rows far wider than a row: refused at the first row
+        ({"t": "push-pull-req", "m": [[0] * 4000] * 250}, "member state must have at most"),
+        # rows of the right width holding containers: refused at the first item
+        ({"t": "push-pull-req", "m": [[[0] * 4000] * 4] * 60}, "member state item must not"),
+        # updates before the type (so no packet cap yet) holding containers
+        ({"u": [{"n": [0] * 4000}] * 60, "t": "gossip"}, "update field must not be"),
+        ({"t": "user", "c": [[0] * 4000] * 250}, "field 'c' must not be"),
+    ],
+)
+def test_a_one_mib_adversarial_frame_is_refused_by_the_shape_limits(body: dict[str, Any],
+                                                                    needle: str) -> None:
+    data = msgpack.packb(body, use_bin_type=True)
+    assert len(data) > 200_000
+    with pytest.raises(f.FrameError) as info:
+        f.decode(data, max_size=f.DEFAULT_MAX_SIZE)
+    assert info.value.reason is f.FrameErrorReason.SHAPE
+    assert needle in str(info.value)
+
+
+def test_unknown_keys_are_skipped_not_built() -> None:
+    frame = f.User("a", "k", b"")
+    raw = msgpack.unpackb(f.encode(frame, cluster=CLUSTER))
+    raw["zz"] = [[0] * 4000] * 200  # a newer peer's field
+    assert f.decode(msgpack.packb(raw), max_size=f.DEFAULT_MAX_SIZE) == frame

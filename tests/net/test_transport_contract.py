@@ -52,6 +52,7 @@ class Setup:
     target: str  # where the recorder listens
     nowhere: str  # where nobody listens
     recorder: Recorder
+    node: str = "node-1"  # the node id at `target` (requests are signed for it)
 
 
 @contextlib.asynccontextmanager
@@ -72,7 +73,8 @@ async def http_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, keyed: 
         monkeypatch.setattr(node.membership, "answer_stream", recorder.answer_stream)
         transport = wrap(HttpTransport(SENDER, keyring=keyring, packet_timeout=5.0))
         try:
-            yield Setup(transport, str(node.address), f"127.0.0.1:{free_port()}", recorder)
+            yield Setup(transport, str(node.address), f"127.0.0.1:{free_port()}", recorder,
+                        node.node_id)
         finally:
             await transport.aclose()
 
@@ -118,8 +120,8 @@ async def test_packet_arrives_whole_with_the_senders_address(setup: Setup) -> No
     data = bytes(range(256)) * 64  # every byte value, 16 KiB
     before = trio.current_time()
     with trio.fail_after(5):
-        await setup.transport.send_packet(setup.target, data)
-        await setup.transport.send_packet(setup.target, b"second")
+        await setup.transport.send_packet(setup.target, data, node=setup.node)
+        await setup.transport.send_packet(setup.target, b"second", node=setup.node)
     ((src, got, at), (src2, got2, _)) = setup.recorder.packets
     assert (src, got) == (SENDER, data) and (src2, got2) == (SENDER, b"second")
     assert before <= at <= trio.current_time()  # stamped on receipt, in trio time
@@ -127,21 +129,21 @@ async def test_packet_arrives_whole_with_the_senders_address(setup: Setup) -> No
 
 async def test_stream_round_trip(setup: Setup) -> None:
     with trio.fail_after(5):
-        reply = await setup.transport.request_stream(setup.target, b"\x00push-pull\xff")
+        reply = await setup.transport.request_stream(setup.target, b"\x00push-pull\xff", node=setup.node)
     assert reply == b"re:\x00push-pull\xff"
     assert [(s, d) for s, d, _ in setup.recorder.streams] == [(SENDER, b"\x00push-pull\xff")]
 
 
 async def test_stream_without_an_answer_is_an_empty_reply(setup: Setup) -> None:
     with trio.fail_after(5):
-        assert await setup.transport.request_stream(setup.target, b"silent") == b""
+        assert await setup.transport.request_stream(setup.target, b"silent", node=setup.node) == b""
 
 
 async def test_concurrent_streams_each_get_their_own_reply(setup: Setup) -> None:
     replies: dict[int, bytes] = {}
 
     async def one(i: int) -> None:
-        replies[i] = await setup.transport.request_stream(setup.target, b"n%d" % i)
+        replies[i] = await setup.transport.request_stream(setup.target, b"n%d" % i, node=setup.node)
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -168,9 +170,9 @@ async def test_aclose_is_idempotent_and_final(setup: Setup) -> None:
     await setup.transport.aclose()
     await setup.transport.aclose()
     with pytest.raises(TransportError):
-        await setup.transport.send_packet(setup.target, b"late")
+        await setup.transport.send_packet(setup.target, b"late", node=setup.node)
     with pytest.raises(TransportError):
-        await setup.transport.request_stream(setup.target, b"late")
+        await setup.transport.request_stream(setup.target, b"late", node=setup.node)
     assert setup.recorder.packets == [] and setup.recorder.streams == []
 
 

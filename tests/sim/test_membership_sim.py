@@ -14,6 +14,7 @@ import random
 import pytest
 import trio.testing
 
+from rimio.core import frames as fr
 from rimio.core.frames import Status
 from rimio.core.swim import SwimConfig
 from rimio.net.sim import LinkProfile, SimCluster, SimTimeout
@@ -292,3 +293,29 @@ async def test_run_until_true_raises_naming_what_it_waited_for(autojump_clock: C
     with pytest.raises(SimTimeout, match=r"<lambda> still false"):
         await c.run_until_true(lambda: False, within=0.5)
     assert await c.run_until_true(c.converged_alive, within=10.0) <= 10.0
+
+
+@pytest.mark.parametrize("incarnation", [fr.MAX_UINT, fr.MAX_INCARNATION,
+                                         fr.MAX_INCARNATION - 1])
+async def test_dead_at_the_incarnation_bound_cannot_cut_a_live_node_out(
+        incarnation: int, autojump_clock: Clock) -> None:
+    """The issue's attack: one gossip packet declaring a live node dead at the
+    highest incarnation. Beyond the bound it is dropped and counted; just
+    below it the node refutes (its refutation stays in bounds) and stays."""
+    c = SimCluster(5, seed=3)
+    await converged(c)
+    victim = "n02"
+    forged = fr.Gossip("evil", (fr.Dead(victim, c.address_for(2), incarnation, "evil"),))
+    for i in range(5):
+        c.net.send("6.6.6.6:1", c.address_for(i), fr.encode(forged, cluster="sim"))
+    await c.run_for(10)
+    assert c.converged_alive()
+    refused = sum(n.member.stats().incarnations_refused for n in c.nodes.values())
+    if incarnation >= fr.MAX_INCARNATION:
+        assert refused == 5 and c.nodes[victim].member.incarnation == 0
+        assert c.dead_verdicts(victim) == []
+    else:  # accepted for a moment, then refuted
+        assert refused == 0
+        assert c.nodes[victim].member.incarnation == fr.MAX_INCARNATION
+        views = [c.nodes[o].member.member(victim) for o in c.nodes]
+        assert all(v is not None and v.incarnation == fr.MAX_INCARNATION for v in views)

@@ -1,8 +1,20 @@
 """`/internal/v1`: the node-to-node API (gossip transport and bootstrap).
 
 With a cluster key configured, every request here must carry a valid
-signature (`rimio.core.auth`) and a body matching its signed digest;
-otherwise it gets 401 and changes nothing. Bodies are bounded.
+signature (`rimio.core.auth`) addressed to this node and a body matching its
+signed digest; otherwise it gets 401 and changes nothing. The signature
+headers are checked before the body is read (a forged request costs us no
+body), and the body is then checked against the signed digest. Bodies are
+bounded. A full replay cache answers 503 rather than forget a nonce.
+
+Destinations: a request must be signed for this node's id, except on the
+routes a joining node reaches knowing only an address — the bootstrap and
+gossip-seeds reads and the push-pull stream (whose sealed body is a
+full-state merge: replayed elsewhere it changes nothing) — which also accept
+`ANY_DESTINATION`. Packets and head listings always name their node.
+
+The `from=` query parameter of gossip requests is informational (logs): the
+membership machine sends only to addresses of members in its table.
 """
 
 from __future__ import annotations
@@ -16,8 +28,8 @@ import trio
 from quart import Blueprint, Response, request
 
 from rimio.api.http import json_response, raw_target
-from rimio.core.auth import AuthError, ReplayGuard, verify
-from rimio.core.errors import BadRequest, PayloadTooLarge, Unauthorized
+from rimio.core.auth import AuthError, ReplayCacheFull, ReplayGuard, verify
+from rimio.core.errors import BadRequest, PayloadTooLarge, ShuttingDown, Unauthorized
 from rimio.core.keyring import KeyRing
 from rimio.net.http import CONTENT_TYPE
 from rimio.ops.objects import MAX_LIST_LIMIT, ObjectService
@@ -29,6 +41,8 @@ if TYPE_CHECKING:
 class InternalNode(Protocol):
     """What the internal routes read of the node that serves them (`NodeView` is one)."""
 
+    @property
+    def node_id(self) -> str: ...
     @property
     def objects(self) -> ObjectService: ...
     @property
@@ -51,6 +65,13 @@ async def read_bounded(limit: int) -> bytes:
     return bytes(data)
 
 
+class ReplayGuardBusy(ShuttingDown):
+    """The replay cache is full of live nonces: answered 503 (as a node that
+    cannot take the request now), so the sender retries later."""
+
+    code = "busy"
+
+
 class InternalHandlers:
     """The internal routes of one node. Each handler authenticates first."""
 
@@ -58,18 +79,25 @@ class InternalHandlers:
         self._node = node
         self._guard = ReplayGuard()  # signatures seen recently, per node
 
-    async def authenticated_body(self) -> bytes:
-        """The request body, once the request's signature and digest check out."""
-        body = await read_bounded(self._node.max_frame_size)
+    async def authenticated_body(self, *, any_destination: bool = False) -> bytes:
+        """The request body, once the request's signature and digest check out.
+
+        The signature headers are verified first; only then is the body read
+        and compared with the signed digest. `any_destination` lets a request
+        signed for `ANY_DESTINATION` through (routes reached by address)."""
         keyring = self._node.keyring
         if keyring is None:
-            return body
+            return await read_bounded(self._node.max_frame_size)
         try:
             headers = cast(Mapping[str, str], request.headers)  # case-insensitive
             verified = verify(keyring.mac_keys, request.method, raw_target(), headers,
-                              time.time(), self._guard)
+                              time.time(), self._guard, node_id=self._node.node_id,
+                              allow_any_destination=any_destination)
+        except ReplayCacheFull as exc:
+            raise ReplayGuardBusy(f"internal request refused: {exc}") from None
         except AuthError as exc:
             raise Unauthorized(f"internal request refused: {exc}") from None
+        body = await read_bounded(self._node.max_frame_size)
         if hashlib.sha256(body).hexdigest() != verified.digest:
             raise Unauthorized("internal request refused: body does not match its digest")
         return body
@@ -84,7 +112,7 @@ class InternalHandlers:
 
     async def gossip_stream(self) -> Response:
         received_at = trio.current_time()
-        body = await self.authenticated_body()
+        body = await self.authenticated_body(any_destination=True)
         membership = self._node.membership
         reply = None
         if membership is not None:
@@ -105,11 +133,11 @@ class InternalHandlers:
         return json_response({"heads": [h.to_dict() for h in found]})
 
     async def bootstrap(self) -> Response:
-        await self.authenticated_body()
+        await self.authenticated_body(any_destination=True)
         return json_response(self._node.bootstrap_state())
 
     async def gossip_seeds(self) -> Response:
-        await self.authenticated_body()
+        await self.authenticated_body(any_destination=True)
         return json_response({"seeds": self._node.gossip_seeds()})
 
 

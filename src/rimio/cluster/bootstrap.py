@@ -3,7 +3,9 @@
 `rimio join cluster://h:p,h:p --node ID ...` asks the seeds, one after the
 other, for `GET /internal/v1/cluster/bootstrap` and
 `GET /internal/v1/cluster/gossip-seeds`, checks that the node id is free, and
-builds the joining node's configuration from the answer.
+builds the joining node's configuration from the answer. A seed is known only
+by its address, so these requests are signed for `ANY_DESTINATION`, which
+these two read-only routes accept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rimio.config import (
     StorageConfig,
     parse_config,
 )
+from rimio.core.auth import ANY_DESTINATION
 from rimio.core.frames import Status
 from rimio.core.keyring import KeyRing
 from rimio.errors import ConfigError
@@ -76,7 +79,8 @@ async def _get_json(client: httpx.AsyncClient, seed: str, path: str,
                     keyring: KeyRing | None) -> dict[str, Any]:
     try:
         resp = await client.get(f"http://{seed}{path}",
-                                headers=signed_headers(keyring, "GET", path, b""))
+                                headers=signed_headers(keyring, "GET", path, b"",
+                                                       destination=ANY_DESTINATION))
     except httpx.HTTPError as exc:
         raise _SeedError(f"unreachable ({type(exc).__name__})") from None
     if resp.status_code == 401:

@@ -71,6 +71,7 @@ class MembershipService:
         self._wakeup: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self.counters: Counter[str] = Counter()
+        self._cap_logged = False
         self.member_listeners: list[MemberListener] = []
         self.user_listeners: list[UserListener] = []
 
@@ -149,7 +150,12 @@ class MembershipService:
         plain = self._open(data)
         if plain is None:
             return
-        self._execute(self._member.handle_data(received_at, from_addr, plain))
+        actions = self._member.handle_data(received_at, from_addr, plain)
+        # A push-pull answer is only ever the body of a stream response; one
+        # provoked by a request sent as a packet is not sent to the address
+        # that request named.
+        self._execute([a for a in actions if not (isinstance(a, Send) and isinstance(
+            a.frame, fr.PushPullResponse))])
 
     def answer_stream(self, from_addr: str, data: bytes, received_at: float) -> bytes | None:
         """A push-pull request arrived; return the sealed response, if any."""
@@ -174,6 +180,10 @@ class MembershipService:
     # -- actions -----------------------------------------------------------------
 
     def _execute(self, actions: list[Action]) -> None:
+        if self._member.members_refused and not self._cap_logged:
+            self._cap_logged = True
+            log.warning("the member table is full (membership.max_members = %d): updates "
+                        "about new members are ignored", self.config.max_members)
         for action in actions:
             if isinstance(action, Send):
                 assert self._nursery is not None
@@ -193,12 +203,12 @@ class MembershipService:
         data = self._seal(action.frame)
         try:
             if action.stream:
-                reply = await self._transport.request_stream(action.to, data)
+                reply = await self._transport.request_stream(action.to, data, node=action.node)
                 self.counters["streams_sent"] += 1
                 if reply:
                     self.deliver_packet(action.to, reply, trio.current_time())
             else:
-                await self._transport.send_packet(action.to, data)
+                await self._transport.send_packet(action.to, data, node=action.node)
                 self.counters["packets_sent"] += 1
         except TransportError as exc:
             # Loss is normal in SWIM: the protocol's timeouts handle it.

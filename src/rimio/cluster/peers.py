@@ -78,8 +78,9 @@ class PeerClient:
         await self._client.aclose()
 
     async def list_heads(self, address: str, prefix: str, after: str | None,
-                         limit: int) -> list[Head]:
-        """`address`'s current heads (tombstones included) after `after`.
+                         limit: int, *, node_id: str) -> list[Head]:
+        """The current heads (tombstones included) after `after` of the node
+        `node_id` at `address` (the request is signed for that node).
 
         Whatever goes wrong is the peer's fault, not the client's: an
         unreachable peer, an error answer and a malformed listing all raise
@@ -91,7 +92,7 @@ class PeerClient:
         try:
             resp = await self._client.get(f"http://{address}{target}",
                                           headers=signed_headers(self._keyring, "GET", target,
-                                                                 b""))
+                                                                 b"", destination=node_id))
         except httpx.HTTPError as exc:
             raise QuorumLost(f"listing needs {address}, which is unreachable "
                              f"({type(exc).__name__})") from None

@@ -41,6 +41,14 @@ MAX_UPDATES: Final = 256
 MAX_STATES: Final = 4096
 MAX_UINT: Final = wire.MAX_UINT
 DEFAULT_MAX_SIZE: Final = 1 << 20
+# A packet frame (ping, ack, gossip, ...) is refused beyond this, whatever the
+# frame size limit; `SwimConfig.packet_budget` must fit in it.
+MAX_PACKET_SIZE: Final = 1 << 16
+# Incarnations above this are refused by the membership machine: far inside
+# the wire type (MAX_UINT), so a refutation (+1) can never overflow it. An
+# accusation (suspect, dead) must stay below it, so that it can always be
+# refuted by a higher incarnation that peers still accept.
+MAX_INCARNATION: Final = 1 << 62
 
 
 class Status(enum.StrEnum):
@@ -310,6 +318,12 @@ _LAYOUTS: Final[dict[str, wire.Layout[Any]]] = {
 _FRAME: Final = wire.Tagged("t", _LAYOUTS, "frame")
 
 FRAME_TYPES: Final = frozenset(_LAYOUTS)
+# Frames that may be large (full state, application payloads); every other
+# type is a packet, at most `MAX_PACKET_SIZE` bytes.
+STREAM_TYPES: Final = frozenset({PushPullRequest.TYPE, PushPullResponse.TYPE, User.TYPE})
+# Every key any frame layout uses (plus the envelope's "t", "v", "c").
+_KNOWN_KEYS: Final = frozenset({"t", "v", "c"} | {
+    column.key for layout in _LAYOUTS.values() for column in layout.fields})
 
 # --------------------------------------------------------------------------
 # Encoding
@@ -340,29 +354,20 @@ def _shape(detail: str) -> FrameError:
 def decode(data: bytes, *, max_size: int, cluster: str | None = None) -> Frame:
     """Parse untrusted bytes into a frame, or raise `FrameError`.
 
+    The size is checked before anything is parsed, and the frame is read
+    field by field (`_read_body`): its list fields are checked for shape as
+    they are read and the values of unknown keys are skipped unbuilt, so no
+    frame, whatever its bytes, makes us build more than a few thousand
+    objects. Packet frames (all but push-pull and user) are further capped
+    at `MAX_PACKET_SIZE` as soon as their type is read.
+
     With `cluster` given, a frame of another cluster raises
     `FrameError(WRONG_CLUSTER)`; the check comes after version and type so a
     newer peer's frame is reported as such rather than as a stranger's.
     """
     if len(data) > max_size:
         raise FrameError(FrameErrorReason.TOO_LARGE, f"{len(data)} > {max_size} bytes")
-    try:
-        # The length caps make msgpack refuse oversized containers before it
-        # allocates them; anything it raises means "not valid msgpack" to us.
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=max_size,
-            max_bin_len=max_size,
-            max_array_len=MAX_STATES,
-            max_map_len=64,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # untrusted input: any failure is one error
-        raise FrameError(FrameErrorReason.MSGPACK, type(exc).__name__) from None
-    if type(obj) is not dict:
-        raise _shape("frame must be a map")
+    obj = _read_body(data, max_size)
     v = obj.get("v")
     if type(v) is not int:
         raise _shape("field 'v' must be an integer")
@@ -382,3 +387,131 @@ def decode(data: bytes, *, max_size: int, cluster: str | None = None) -> Frame:
     except wire.WireShapeError as exc:
         raise _shape(str(exc)) from None
     return frame
+
+
+# --------------------------------------------------------------------------
+# The bounded reader under `decode`
+
+# msgpack format bytes that open a map or an array (fix, 16- and 32-bit).
+_MAP_BYTES: Final = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
+_ARRAY_BYTES: Final = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
+_CONTAINER_BYTES: Final = _MAP_BYTES | _ARRAY_BYTES
+# A frame has about ten keys and an update five; leave room for additions.
+MAX_FRAME_KEYS: Final = 32
+MAX_UPDATE_KEYS: Final = 16
+# Longest string on the wire, in UTF-8 bytes (a 256-character address).
+MAX_TEXT_BYTES: Final = 4 * MAX_ADDR_LEN
+_STATE_ROW: Final = 4  # node, address, status, incarnation
+_LIST_KEYS: Final = {"u": MAX_UPDATES, "m": MAX_STATES}
+
+
+class _Reader:
+    """Reads one frame map from untrusted bytes with every size bounded.
+
+    Known list fields are checked header by header (length, item kind) while
+    they are read, scalars are read only after their format byte says they
+    are scalars, and values under unknown keys are skipped without being
+    built. msgpack's own `max_*_len` limits bound every string and blob.
+    """
+
+    __slots__ = ("_data", "_max_size", "_u")
+
+    def __init__(self, data: bytes, max_size: int) -> None:
+        self._data = data
+        self._max_size = max_size
+        self._u = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=True,
+            max_buffer_size=max(len(data), 1),
+            max_str_len=MAX_TEXT_BYTES,
+            max_bin_len=max_size,
+            max_array_len=MAX_STATES,
+            max_map_len=MAX_FRAME_KEYS,
+            max_ext_len=0,
+        )
+        self._u.feed(data)
+
+    def _next_byte(self) -> int:
+        pos: int = self._u.tell()
+        if pos >= len(self._data):
+            raise msgpack.OutOfData()
+        return self._data[pos]
+
+    def scalar(self, what: str) -> Any:
+        if self._next_byte() in _CONTAINER_BYTES:
+            raise _shape(f"{what} must not be a list or a map")
+        return self._u.unpack()
+
+    def array(self, max_len: int, what: str) -> int:
+        if self._next_byte() not in _ARRAY_BYTES:
+            raise _shape(f"{what} must be a list")
+        n: int = self._u.read_array_header()
+        if n > max_len:
+            raise _shape(f"{what} must have at most {max_len} items")
+        return n
+
+    def map(self, max_len: int, what: str) -> int:
+        if self._next_byte() not in _MAP_BYTES:
+            raise _shape(f"{what} must be a map")
+        n: int = self._u.read_map_header()
+        if n > max_len:
+            raise _shape(f"{what} must have at most {max_len} keys")
+        return n
+
+    def updates(self) -> list[dict[Any, Any]]:
+        out = []
+        for _ in range(self.array(MAX_UPDATES, "field 'u'")):
+            update = {}
+            for _ in range(self.map(MAX_UPDATE_KEYS, "update")):
+                key = self.scalar("update key")
+                update[key] = self.scalar("update field")
+            out.append(update)
+        return out
+
+    def states(self) -> list[list[Any]]:
+        rows = []
+        for _ in range(self.array(MAX_STATES, "field 'm'")):
+            if self.array(_STATE_ROW, "member state") != _STATE_ROW:
+                raise _shape(f"member state must be a {_STATE_ROW}-item list")
+            rows.append([self.scalar("member state item") for _ in range(_STATE_ROW)])
+        return rows
+
+    def body(self) -> dict[str, Any]:
+        if self._next_byte() not in _MAP_BYTES:
+            self._u.skip()  # garbage raises here (MSGPACK); anything else is not a map
+            raise _shape("frame must be a map")
+        obj: dict[str, Any] = {}
+        for _ in range(self.map(MAX_FRAME_KEYS, "frame")):
+            key = self.scalar("frame key")
+            if type(key) is not str or key in obj:
+                raise _shape("frame keys must be distinct strings")
+            if key == "u":
+                obj[key] = self.updates()
+            elif key == "m":
+                obj[key] = self.states()
+            elif key in _KNOWN_KEYS:
+                obj[key] = self.scalar(f"field {key!r}")
+                if key == "t":
+                    self._check_packet_size(obj[key])
+            else:
+                self._u.skip()  # a newer peer's field: not ours to build
+        if self._u.tell() != len(self._data):
+            raise FrameError(FrameErrorReason.MSGPACK, "trailing bytes")
+        return obj
+
+    def _check_packet_size(self, frame_type: Any) -> None:
+        # A packet is small by construction (a ping with piggybacked
+        # updates); only push-pull and user frames may use the full size.
+        if (frame_type in _LAYOUTS and frame_type not in STREAM_TYPES
+                and len(self._data) > MAX_PACKET_SIZE):
+            raise FrameError(FrameErrorReason.TOO_LARGE,
+                             f"{frame_type} frames are limited to {MAX_PACKET_SIZE} bytes")
+
+
+def _read_body(data: bytes, max_size: int) -> dict[str, Any]:
+    try:
+        return _Reader(data, max_size).body()
+    except FrameError:
+        raise
+    except Exception as exc:  # untrusted input: any failure is one error
+        raise FrameError(FrameErrorReason.MSGPACK, type(exc).__name__) from None

@@ -3,7 +3,10 @@
 Packets are `POST /internal/v1/gossip/packet`, push-pull exchanges
 `POST /internal/v1/gossip/stream` (request/response), both with an
 `application/msgpack` body that is sealed with the cluster key ring when one
-is configured, and every request is signed (`rimio.core.auth`). Connections
+is configured, and every request is signed (`rimio.core.auth`) for the node
+expected at the address (`ANY_DESTINATION` for a seed not known yet, which
+only the push-pull endpoint accepts). The `from=` query parameter only names
+the sender for logs: no receiver sends anything to it. Connections
 are pooled by one `httpx.AsyncClient`, so a probe does not pay a TCP
 handshake.
 """
@@ -15,7 +18,7 @@ from collections.abc import Callable
 
 import httpx
 
-from rimio.core.auth import sign
+from rimio.core.auth import ANY_DESTINATION, sign
 from rimio.core.keyring import KeyRing
 from rimio.net.transport import TransportError
 
@@ -24,11 +27,15 @@ STREAM_PATH = "/internal/v1/gossip/stream"
 CONTENT_TYPE = "application/msgpack"
 
 
-def signed_headers(keyring: KeyRing | None, method: str, target: str, body: bytes,
-                   wall_clock: Callable[[], float] = time.time) -> dict[str, str]:
+def signed_headers(keyring: KeyRing | None, method: str, target: str, body: bytes, *,
+                   destination: str, wall_clock: Callable[[], float] = time.time
+                   ) -> dict[str, str]:
+    """Headers of an internal request to the node `destination` (its id, or
+    `ANY_DESTINATION` where the route allows it), signed when keyed."""
     headers = {"Content-Type": CONTENT_TYPE}
     if keyring is not None:
-        headers.update(sign(keyring.primary_mac_key, method, target, body, wall_clock()))
+        headers.update(sign(keyring.primary_mac_key, method, target, body, wall_clock(),
+                            destination=destination))
     return headers
 
 
@@ -53,11 +60,13 @@ class HttpTransport:
     def address(self) -> str:
         return self._address
 
-    async def _post(self, address: str, path: str, data: bytes, seconds: float) -> bytes:
+    async def _post(self, address: str, path: str, data: bytes, seconds: float,
+                    node: str | None) -> bytes:
         if self._closed:
             raise TransportError(f"{address}: the transport is closed")
         target = f"{path}?from={self._address}"
-        headers = signed_headers(self._keyring, "POST", target, data)
+        headers = signed_headers(self._keyring, "POST", target, data,
+                                 destination=node or ANY_DESTINATION)
         try:
             resp = await self._client.post(f"http://{address}{target}", content=data,
                                            headers=headers, timeout=seconds)
@@ -67,11 +76,12 @@ class HttpTransport:
             raise TransportError(f"{address}: HTTP {resp.status_code}")
         return resp.content
 
-    async def send_packet(self, address: str, data: bytes) -> None:
-        await self._post(address, PACKET_PATH, data, self._packet_timeout)
+    async def send_packet(self, address: str, data: bytes, *, node: str | None = None) -> None:
+        await self._post(address, PACKET_PATH, data, self._packet_timeout, node)
 
-    async def request_stream(self, address: str, data: bytes) -> bytes:
-        return await self._post(address, STREAM_PATH, data, self._stream_timeout)
+    async def request_stream(self, address: str, data: bytes, *, node: str | None = None
+                             ) -> bytes:
+        return await self._post(address, STREAM_PATH, data, self._stream_timeout, node)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -20,18 +20,22 @@ class TransportError(Exception):
 
 
 class Transport(Protocol):
+    """`node` names the member expected at `address` (requests are signed for
+    it); None when only the address is known (a seed while joining)."""
+
     @property
     def address(self) -> str:
         """The address this transport sends from, fixed at construction."""
 
-    async def send_packet(self, address: str, data: bytes) -> None:
+    async def send_packet(self, address: str, data: bytes, *, node: str | None = None) -> None:
         """Deliver one small datagram-like message; best effort, bounded time.
 
         Raises TransportError when the transport knows the packet was not
         delivered; a lost packet may also go unnoticed.
         """
 
-    async def request_stream(self, address: str, data: bytes) -> bytes:
+    async def request_stream(self, address: str, data: bytes, *, node: str | None = None
+                             ) -> bytes:
         """One request/response exchange (push-pull); raises TransportError.
 
         An empty reply means the receiver had nothing to answer.

@@ -256,7 +256,7 @@ class ObjectService:
             if not self._liveness.is_reachable(node_id):
                 raise QuorumLost(f"listing needs {node_id}, which is down")
             sources[i] = await self.peers.list_heads(self._addresses[node_id], prefix, after,
-                                                     fetch)
+                                                     fetch, node_id=node_id)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(local)

@@ -125,11 +125,12 @@ class MemoryTransport:
             raise TransportError(f"{address}: no node there")
         return receiver
 
-    async def send_packet(self, address: str, data: bytes) -> None:
+    async def send_packet(self, address: str, data: bytes, *, node: str | None = None) -> None:
         await trio.lowlevel.checkpoint()
         self._target(address).deliver_packet(self._address, data, trio.current_time())
 
-    async def request_stream(self, address: str, data: bytes) -> bytes:
+    async def request_stream(self, address: str, data: bytes, *, node: str | None = None
+                             ) -> bytes:
         await trio.lowlevel.checkpoint()
         reply = self._target(address).answer_stream(self._address, data, trio.current_time())
         return reply or b""
@@ -151,22 +152,23 @@ class FaultyTransport:
     def address(self) -> str:
         return self.inner.address
 
-    async def send_packet(self, address: str, data: bytes) -> None:
+    async def send_packet(self, address: str, data: bytes, *, node: str | None = None) -> None:
         await self.plan.wait_unpaused(self.address, address)
         delays = self.plan.delays(self.address, address)
         for delay in delays:
             if delay > 0:
                 await trio.sleep(delay)
-            await self.inner.send_packet(address, data)
+            await self.inner.send_packet(address, data, node=node)
 
-    async def request_stream(self, address: str, data: bytes) -> bytes:
+    async def request_stream(self, address: str, data: bytes, *, node: str | None = None
+                             ) -> bytes:
         await self.plan.wait_unpaused(self.address, address)
         delays = self.plan.delays(self.address, address)
         if not delays:
             raise TransportError(f"{address}: unreachable (fault plan)")
         if delays[0] > 0:
             await trio.sleep(delays[0])
-        return await self.inner.request_stream(address, data)
+        return await self.inner.request_stream(address, data, node=node)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -359,11 +359,14 @@ def test_peer_with_higher_incarnation_moves_to_new_address() -> None:
     assert changes(acts) == [MemberChanged("p2", "new:9", Status.ALIVE, 1)]
 
 
-def test_ping_from_an_unknown_member_pulls_its_state_once() -> None:
+def test_ping_from_an_unknown_member_pulls_state_from_a_known_one_once() -> None:
     m = make(peers=1)
     acts = m.handle_frame(1.0, addr(7), fr.Ping(1, ME, "p7", addr(7)))
+    # Nothing goes to the unknown pinger's address (a claim in its frame):
+    # no ack, and the pull goes to a member we know.
+    assert all(s.to != addr(7) for s in sends(acts))
     pulls = [s for s in sends(acts) if isinstance(s.frame, fr.PushPullRequest)]
-    assert [s.to for s in pulls] == [addr(7)]
+    assert [(s.to, s.node) for s in pulls] == [(addr(1), "p1")]
     acts = m.handle_frame(2.0, addr(7), fr.Ping(2, ME, "p7", addr(7)))
     assert [s for s in sends(acts) if isinstance(s.frame, fr.PushPullRequest)] == []
     acts = m.handle_frame(3.0, addr(1), fr.Ping(3, ME, "p1", addr(1)))  # known: no pull
@@ -442,7 +445,8 @@ def test_packets_respect_the_byte_budget_and_queue_is_bounded() -> None:
     m.handle_frame(1.0, addr(1), fr.Gossip("x", tuple(
         fr.Alive(f"node-with-a-long-name-{i:03d}", f"10.0.0.{i}:7000", 0) for i in range(80))))
     assert m.stats().queue_drops == 30 and m.stats().queue_length == 50
-    acts = m.handle_frame(2.0, addr(1), fr.Ping(1, ME, "p1", addr(1)))
+    pinger = "node-with-a-long-name-000"  # acks go only to members we know
+    acts = m.handle_frame(2.0, "10.0.0.0:7000", fr.Ping(1, ME, pinger, "10.0.0.0:7000"))
     (ack,) = [s for s in sends(acts) if isinstance(s.frame, fr.Ack)]
     size = len(fr.encode(ack.frame, cluster="t"))
     assert size <= 400
@@ -556,3 +560,65 @@ def test_config_rejects_nonsense() -> None:
         SwimConfig(gossip_nodes=0)
     plain = CFG.plain_swim()
     assert not (plain.awareness or plain.dynamic_suspicion or plain.buddy_system)
+
+
+def test_updates_beyond_the_incarnation_bound_are_dropped_and_counted() -> None:
+    m = make()
+    m.handle_frame(1.0, addr(1), fr.Gossip("p1", (
+        fr.Alive("p9", addr(9), fr.MAX_INCARNATION + 1),
+        fr.Suspect("p1", addr(1), fr.MAX_INCARNATION, "p2"),
+        fr.Dead(ME, ME_ADDR, fr.MAX_UINT, "p2"),
+    )))
+    assert m.stats().incarnations_refused == 3
+    assert m.member("p9") is None and m.incarnation == 0
+    # an accusation just below the bound is refuted, and the refutation saturates
+    m.handle_frame(2.0, addr(1), fr.Dead(ME, ME_ADDR, fr.MAX_INCARNATION - 1, "p1"))
+    assert m.incarnation == fr.MAX_INCARNATION
+    m.handle_frame(3.0, addr(1), fr.Alive(ME, ME_ADDR, fr.MAX_INCARNATION))
+    assert m.incarnation == fr.MAX_INCARNATION
+
+
+def test_member_table_is_capped() -> None:
+    m = make(peers=0, config=replace(CFG, max_members=10))
+    flood = tuple(fr.Alive(f"fake-{i}", f"10.9.{i // 250}.{i % 250}:1", 0) for i in range(200))
+    m.handle_frame(1.0, addr(1), fr.Gossip("x", flood[:100]))
+    m.handle_frame(1.0, addr(1), fr.PushPullRequest(1, "x", addr(1), False, tuple(
+        fr.MemberState(u.node, u.address, Status.ALIVE, 0) for u in flood[100:])))
+    assert len(m.members()) == 10
+    assert m.stats().members_refused == 191 and m.members_refused == 191
+    # members already known still get their updates
+    acts = m.handle_frame(2.0, addr(1), fr.Alive("fake-0", "10.9.0.0:1", 4))
+    assert changes(acts) == [MemberChanged("fake-0", "10.9.0.0:1", Status.ALIVE, 4)]
+
+
+def test_ping_req_naming_an_unadvertised_address_sends_nothing_there() -> None:
+    m = make()
+    for req in (fr.PingReq(1, "p2", "victim:80", "p1", addr(1), True),  # p2 is elsewhere
+                fr.PingReq(2, "stranger", "victim:80", "p1", addr(1), True),  # unknown
+                fr.PingReq(3, "p2", addr(2), "p1", "victim:80", True)):  # requester elsewhere
+        acts = m.handle_frame(1.0, "victim:80", req)
+        assert sends(acts) == []
+    assert m.stats().unadvertised_addresses == 3
+    # the transport's source address (`from=`) is never a send target
+    acts = m.handle_frame(1.0, "victim:80", fr.PingReq(4, "p2", addr(2), "p1", addr(1), True))
+    assert [(s.to, s.node) for s in sends(acts)] == [(addr(2), "p2")]
+    acts = m.handle_frame(1.0, "victim:80", fr.Ping(5, ME, "p1", addr(1)))
+    assert [s.to for s in sends(acts)] == [addr(1)]
+
+
+def test_push_pull_from_an_unknown_address_is_answered_only_as_a_reply() -> None:
+    m = make(peers=1)
+    acts = m.handle_frame(1.0, "x", fr.PushPullRequest(1, "p1", addr(1), False, ()))
+    (reply,) = sends(acts)
+    assert isinstance(reply.frame, fr.PushPullResponse) and reply.node == "p1"
+
+
+def test_every_send_names_the_member_expected_at_the_address() -> None:
+    m = make(peers=5)
+    acts = m.join(0.5, ["seed:1"])
+    assert [(s.to, s.node) for s in sends(acts)] == [("seed:1", None)]
+    send, t = probe(m, 1.0)
+    assert isinstance(send.frame, fr.Ping) and send.node == send.frame.target
+    seq = send.frame.seq
+    for s in sends(m.handle_timer(t[("ack", str(seq))], ("ack", str(seq)))):
+        assert m.member(s.node or "") is not None and m.member(s.node or "").address == s.to  # type: ignore[union-attr]

@@ -21,11 +21,14 @@ class Send:
 
     `stream` is True for push-pull frames: they may be large and belong on the
     stream endpoint (request/response); everything else is a small packet.
+    `node` is the member expected at `to` (signed requests name it), or None
+    for a seed whose id is not known yet.
     """
 
     to: str
     frame: Frame
     stream: bool = False
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

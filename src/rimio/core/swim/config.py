@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from rimio.core.frames import DEFAULT_MAX_SIZE
+from rimio.core.frames import DEFAULT_MAX_SIZE, MAX_PACKET_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,10 @@ class SwimConfig:
     packet_budget: int = 1400
     # Largest frame accepted from the wire (push-pull of a large table).
     max_frame_size: int = DEFAULT_MAX_SIZE
+    # Members kept in the table, this node included. Beyond it, updates about
+    # new names are ignored and counted (`members_refused`): a flood of
+    # invented members cannot grow the table, the probe order or push-pull.
+    max_members: int = 1024
     # Pending updates kept for dissemination; beyond this the most-sent are dropped.
     max_broadcast_queue: int = 1024
     # Outstanding indirect probes we relay for others; beyond this, refuse.
@@ -93,8 +97,10 @@ class SwimConfig:
             raise ValueError("multipliers must be >= 1")
         if self.indirect_checks < 0 or self.gossip_nodes < 1:
             raise ValueError("indirect_checks must be >= 0 and gossip_nodes >= 1")
-        if self.packet_budget < 256:
-            raise ValueError("packet_budget must be >= 256 bytes")
+        if not 256 <= self.packet_budget <= MAX_PACKET_SIZE:
+            raise ValueError(f"packet_budget must be between 256 and {MAX_PACKET_SIZE} bytes")
+        if self.max_members < 2:
+            raise ValueError("max_members must be >= 2")
 
     @classmethod
     def memberlist_lan(cls, cluster: str = "rimio") -> SwimConfig:

@@ -26,7 +26,17 @@ Protocol outline (memberlist semantics unless noted):
   Over a request/response transport the shell may instead return that Send's
   frame as the response body and feed the response to `handle_frame`.
 * a ping from a member we do not know means gossip about it missed us: we
-  push-pull with it at once (Rimio addition, rate-limited).
+  push-pull at once with a live member we do know (Rimio addition,
+  rate-limited), never with the unknown address; the ping is not answered
+  until the pinger is in our table.
+* bounds on what gossip may do (Rimio addition): an update above
+  `MAX_INCARNATION` (an accusation: at or above it) is dropped and counted, so
+  a refutation never overflows the wire type; updates about new names are
+  ignored once the table holds `max_members`; and every packet or push-pull
+  goes to an address a member advertised in the table, or to a seed, never to
+  an address that only a frame's `source_address`/`target_address` (or the
+  transport's source) names. The one exception is the answer to a push-pull
+  request, which is a reply on the request's own stream.
 * re-merge (Rimio addition): every `reconnect_interval`, push-pull with the
   last address of one member dead for less than `reconnect_period`, so two
   halves of a healed partition become one cluster without an operator.
@@ -104,6 +114,7 @@ class _Relay:
     """An indirect probe we run for `origin`."""
 
     origin_seq: int
+    origin: str
     origin_address: str
     want_nack: bool
 
@@ -137,9 +148,9 @@ class Member:
         self.node_id = node_id
         self.address = address
         self._rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-        self._incarnation = incarnation
+        self._incarnation = min(incarnation, fr.MAX_INCARNATION)
         self._table = MemberTable()
-        self._table.force(MemberRecord(node_id, address, Status.ALIVE, incarnation, now))
+        self._table.force(MemberRecord(node_id, address, Status.ALIVE, self._incarnation, now))
         self._queue = BroadcastQueue(config.max_broadcast_queue)
         self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.awareness)
         self._order = ProbeOrder(self._rng)
@@ -152,6 +163,7 @@ class Member:
         self._left = False
         self._counters = Counters()
         self._pulled_unknown: dict[str, float] = {}
+        self._last_unknown_pull = -math.inf
 
     # ------------------------------------------------------------------
     # Read-only views
@@ -183,6 +195,12 @@ class Member:
                         queue_length=len(self._queue), awareness=self._awareness.score,
                         incarnation=self._incarnation)
 
+    @property
+    def members_refused(self) -> int:
+        """Updates about new names ignored because the table was full (cheap
+        to poll, so a shell can log the first one)."""
+        return self._counters.members_refused
+
     def pending_updates(self) -> list[fr.Update]:
         """Updates still waiting to be piggybacked (for tests and metrics)."""
         return self._queue.pending()
@@ -208,7 +226,7 @@ class Member:
         self._seeds = tuple(s for s in seeds if s != self.address)
         out: list[Action] = []
         for seed in self._seeds:
-            self._send_push_pull(out, seed, join=True)
+            self._send_push_pull(out, seed, None, join=True)
         if self._seeds:
             self._set_timer(out, PUSH_PULL, now + self.config.join_retry_interval)
         return out
@@ -225,9 +243,8 @@ class Member:
                                        self._incarnation, now))
         self._queue.push(update)
         out.append(MemberChanged(self.node_id, self.address, Status.LEFT, self._incarnation))
-        peers = [r.address for r in self._live_peers()]
-        for addr in self._sample(peers, self.config.leave_fanout):
-            self._send(out, addr, fr.Gossip(self.node_id, (update,)))
+        for r in self._sample(self._live_peers(), self.config.leave_fanout):
+            self._send(out, r.address, fr.Gossip(self.node_id, (update,)), node=r.node)
         return out
 
     def report_loop_lag(self, now: float, seconds: float) -> list[Action]:
@@ -259,7 +276,7 @@ class Member:
         out: list[Action] = []
         match frame:
             case fr.Alive() | fr.Suspect() | fr.Dead() | fr.Leave():
-                self._apply(now, frame, out)
+                self._apply_all(now, (frame,), out)
             case fr.Ping():
                 self._on_ping(now, frame, out)
             case fr.PingReq():
@@ -275,7 +292,10 @@ class Member:
             case fr.PushPullRequest():
                 self._merge_states(now, frame.source, frame.states, out)
                 reply = fr.PushPullResponse(frame.seq, self.node_id, self._states())
-                self._send(out, frame.source_address, reply, stream=True)
+                # A reply on the request's own stream (the HTTP response
+                # body), not a request to the named address; shells never
+                # dial it (see MembershipService.deliver_packet).
+                self._send(out, frame.source_address, reply, node=frame.source, stream=True)
             case fr.PushPullResponse():
                 self._merge_states(now, frame.source, frame.states, out)
             case fr.User():
@@ -342,7 +362,7 @@ class Member:
             # Buddy system: tell the suspect directly so it can refute now.
             prefix.append(fr.Suspect(rec.node, rec.address, rec.incarnation, self.node_id))
         ping = fr.Ping(seq, rec.node, self.node_id, self.address)
-        self._send(out, rec.address, self._with_updates(ping, prefix))
+        self._send(out, rec.address, self._with_updates(ping, prefix), node=rec.node)
         self._probe = _Probe(seq, rec.node, rec.address)
         self._counters.probes += 1
         timeout = self._awareness.scale(self.config.probe_timeout)
@@ -362,7 +382,7 @@ class Member:
         chosen = self._sample(helpers, self.config.indirect_checks)
         for h in chosen:
             req = fr.PingReq(seq, p.target, p.address, self.node_id, self.address, True)
-            self._send(out, h.address, self._with_updates(req))
+            self._send(out, h.address, self._with_updates(req), node=h.node)
         p.nacks_expected = len(chosen)
         self._counters.indirect_probes += len(chosen)
 
@@ -376,7 +396,7 @@ class Member:
         relay = self._relays.pop(ack.seq, None)
         if relay is not None:
             fwd = fr.Ack(relay.origin_seq, ack.source)
-            self._send(out, relay.origin_address, self._with_updates(fwd))
+            self._send(out, relay.origin_address, self._with_updates(fwd), node=relay.origin)
 
     def _on_probe_end(self, now: float, seq: int, out: list[Action]) -> None:
         p = self._probe
@@ -398,40 +418,64 @@ class Member:
         self._counters.suspicions_started += 1
         self._apply(now, fr.Suspect(rec.node, rec.address, rec.incarnation, self.node_id), out)
 
-    def _pull_unknown(self, now: float, source: str, address: str, out: list[Action]) -> None:
+    def _pull_unknown(self, now: float, source: str, out: list[Action]) -> None:
         """A member we have never heard of is probing us: the gossip about it
-        missed us. Pull its state now rather than wait for a push-pull round
-        (not in memberlist; rate-limited per source)."""
+        missed us. Pull state now from a live member we know (it most likely
+        knows the newcomer) rather than wait for a push-pull round (not in
+        memberlist). The newcomer's own address is not used: it is only a
+        claim in the frame. Rate-limited per source and overall."""
         if source == self.node_id or self._table.get(source) is not None or self._left:
             return
         last = self._pulled_unknown.get(source)
         if last is not None and now - last < self.config.push_pull_interval:
             return
+        if now - self._last_unknown_pull < self.config.probe_interval:
+            return
         if len(self._pulled_unknown) >= 64:
             self._pulled_unknown.clear()
         self._pulled_unknown[source] = now
-        self._send_push_pull(out, address, join=False)
+        self._last_unknown_pull = now
+        peers = [r for r in self._table if r.status is Status.ALIVE and r.node != self.node_id]
+        for r in self._sample(peers, 1):
+            self._send_push_pull(out, r.address, r.node, join=False)
+
+    def _advertised(self, node: str, address: str) -> bool:
+        """Whether `node` is in the table at `address`: the only addresses a
+        frame may make us send to (a frame's own address fields are claims)."""
+        rec = self._table.get(node)
+        ok = rec is not None and rec.address == address and node != self.node_id
+        if not ok:
+            self._counters.unadvertised_addresses += 1
+        return ok
 
     def _on_ping(self, now: float, ping: fr.Ping, out: list[Action]) -> None:
         self._apply_all(now, ping.updates, out)
-        self._pull_unknown(now, ping.source, ping.source_address, out)
+        self._pull_unknown(now, ping.source, out)
         if ping.target != self.node_id:
             # Someone else's ping reached our address (e.g. we took over the
             # port of a dead node): answering would vouch for the wrong node.
             self._counters.misdirected_pings += 1
             return
-        self._send(out, ping.source_address, self._with_updates(fr.Ack(ping.seq, self.node_id)))
+        if not self._advertised(ping.source, ping.source_address):
+            return  # answered once the pinger is known at that address
+        self._send(out, ping.source_address, self._with_updates(fr.Ack(ping.seq, self.node_id)),
+                   node=ping.source)
 
     def _on_ping_req(self, now: float, req: fr.PingReq, out: list[Action]) -> None:
         self._apply_all(now, req.updates, out)
-        self._pull_unknown(now, req.source, req.source_address, out)
+        self._pull_unknown(now, req.source, out)
+        # Probe only a member we know at that address, for a requester we
+        # know at its address: otherwise a ping-req could aim us at any host.
+        if not (self._advertised(req.target, req.target_address)
+                and self._advertised(req.source, req.source_address)):
+            return
         if len(self._relays) >= self.config.max_relays:
             self._counters.relays_refused += 1
             return
         seq = self._next_seq()
-        self._relays[seq] = _Relay(req.seq, req.source_address, req.want_nack)
+        self._relays[seq] = _Relay(req.seq, req.source, req.source_address, req.want_nack)
         ping = fr.Ping(seq, req.target, self.node_id, self.address)
-        self._send(out, req.target_address, self._with_updates(ping))
+        self._send(out, req.target_address, self._with_updates(ping), node=req.target)
         self._set_timer(out, ("relay", str(seq)), now + self.config.probe_timeout)
         if req.want_nack:
             self._set_timer(out, ("nack", str(seq)), now + self._nack_timeout())
@@ -450,7 +494,8 @@ class Member:
     def _on_nack_timeout(self, seq: int, out: list[Action]) -> None:
         relay = self._relays.get(seq)  # still there: the target has not acked yet
         if relay is not None and relay.want_nack:
-            self._send(out, relay.origin_address, fr.Nack(relay.origin_seq, self.node_id))
+            self._send(out, relay.origin_address, fr.Nack(relay.origin_seq, self.node_id),
+                       node=relay.origin)
 
     def _on_relay_timeout(self, seq: int) -> None:
         self._relays.pop(seq, None)
@@ -459,14 +504,34 @@ class Member:
     # Updates and the table
 
     def _apply_all(self, now: float, updates: Iterable[fr.Update], out: list[Action]) -> None:
+        """Apply updates received from the network (never our own verdicts)."""
         for u in updates:
-            self._apply(now, u, out)
+            if self._in_bounds(u):
+                self._apply(now, u, out)
+
+    def _in_bounds(self, update: fr.Update) -> bool:
+        """Whether a received update's incarnation is admissible.
+
+        Every incarnation stays at or below MAX_INCARNATION, far inside the
+        wire type, and an accusation strictly below it: the accused can then
+        always refute with one more and every peer accepts the refutation.
+        Our own suspicions are not checked (they come from our probes)."""
+        accusation = isinstance(update, fr.Suspect | fr.Dead)
+        limit = fr.MAX_INCARNATION - 1 if accusation else fr.MAX_INCARNATION
+        if update.incarnation > limit:
+            self._counters.incarnations_refused += 1
+            return False
+        return True
 
     def _apply(self, now: float, update: fr.Update, out: list[Action]) -> None:
         if update.node == self.node_id:
             self._about_self(now, update, out)
             return
         old = self._table.get(update.node)
+        if old is None and len(self._table) >= self.config.max_members:
+            # A full table ignores new names: invented members cannot grow it.
+            self._counters.members_refused += 1
+            return
         confirmation = (isinstance(update, fr.Suspect) and old is not None
                         and old.status is Status.SUSPECT
                         and old.incarnation == update.incarnation)
@@ -508,7 +573,9 @@ class Member:
             # impostor. Wait until it is dead before taking the id over.
             self._counters.address_conflicts += 1
             return
-        self._incarnation = update.incarnation + 1
+        # Saturates: a received accusation is below MAX_INCARNATION (see
+        # _in_bounds), so the refutation still beats it.
+        self._incarnation = min(update.incarnation + 1, fr.MAX_INCARNATION)
         self._table.force(MemberRecord(self.node_id, self.address, Status.ALIVE,
                                        self._incarnation, now))
         self._queue.push(fr.Alive(self.node_id, self.address, self._incarnation))
@@ -565,7 +632,7 @@ class Member:
             g = self._with_updates(fr.Gossip(self.node_id))
             if not g.updates:
                 break
-            self._send(out, r.address, g)
+            self._send(out, r.address, g, node=r.node)
 
     def _push_pull_interval(self) -> float:
         # memberlist's pushPullScale: above 32 members, back off
@@ -577,17 +644,18 @@ class Member:
         return self.config.push_pull_interval * mult
 
     def _on_push_pull_tick(self, now: float, out: list[Action]) -> None:
-        peers = [r.address for r in self._table
-                 if r.status is Status.ALIVE and r.node != self.node_id]
+        peers: list[tuple[str, str | None]] = [
+            (r.address, r.node) for r in self._table
+            if r.status is Status.ALIVE and r.node != self.node_id]
         alone = not peers and bool(self._seeds)
         interval = self.config.join_retry_interval if alone else self._push_pull_interval()
         self._set_timer(out, PUSH_PULL, now + interval)
         if self._left:
             return
         if alone:
-            peers = list(self._seeds)  # still alone: keep trying the seeds
-        for addr in self._sample(peers, 1):
-            self._send_push_pull(out, addr, join=alone)
+            peers = [(seed, None) for seed in self._seeds]  # still alone: keep trying them
+        for addr, node in self._sample(peers, 1):
+            self._send_push_pull(out, addr, node, join=alone)
 
     def _on_reconnect_tick(self, now: float, out: list[Action]) -> None:
         cfg = self.config
@@ -599,17 +667,19 @@ class Member:
                 self._counters.tombstones_reaped += 1
         if self._left:
             return
-        dead = [r.address for r in self._table if r.status is Status.DEAD
+        dead = [r for r in self._table if r.status is Status.DEAD
                 and r.node != self.node_id and now - r.changed_at <= cfg.reconnect_period]
-        for addr in self._sample(dead, 1):
+        for r in self._sample(dead, 1):
             self._counters.reconnect_attempts += 1
-            self._send_push_pull(out, addr, join=False)
+            self._send_push_pull(out, r.address, r.node, join=False)
 
-    def _send_push_pull(self, out: list[Action], addr: str, *, join: bool) -> None:
+    def _send_push_pull(self, out: list[Action], addr: str, node: str | None, *,
+                        join: bool) -> None:
+        """`node` is the member expected at `addr`; None for a seed not known yet."""
         self._counters.push_pulls_sent += 1
         req = fr.PushPullRequest(self._next_seq(), self.node_id, self.address, join,
                                  self._states())
-        self._send(out, addr, req, stream=True)
+        self._send(out, addr, req, node=node, stream=True)
 
     def _states(self) -> tuple[fr.MemberState, ...]:
         return tuple(fr.MemberState(r.node, r.address, r.status, r.incarnation)
@@ -631,7 +701,7 @@ class Member:
                 # memberlist: a remote "dead" is merged as "suspect", so the
                 # accused can still refute before anyone here declares it dead.
                 u = fr.Suspect(s.node, s.address, s.incarnation, source)
-            self._apply(now, u, out)
+            self._apply_all(now, (u,), out)
 
     # ------------------------------------------------------------------
     # Helpers
@@ -650,10 +720,10 @@ class Member:
         self._timers[key] = at
         out.append(SetTimer(at, key))
 
-    def _send(self, out: list[Action], to: str, frame: fr.Frame, *, stream: bool = False
-              ) -> None:
+    def _send(self, out: list[Action], to: str, frame: fr.Frame, *, node: str | None,
+              stream: bool = False) -> None:
         self._counters.frames_sent[frame.TYPE] += 1
-        out.append(Send(to, frame, stream))
+        out.append(Send(to, frame, stream, node))
 
     def _with_updates(self, frame: _F, prefix: Sequence[fr.Update] = ()) -> _F:
         """`frame` with as many queued updates as fit in the packet budget."""

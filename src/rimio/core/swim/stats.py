@@ -31,6 +31,9 @@ class Counters:
     loop_lag_events: int = 0
     late_timers: int = 0
     tombstones_reaped: int = 0
+    incarnations_refused: int = 0  # updates beyond MAX_INCARNATION, dropped
+    members_refused: int = 0  # updates about new names beyond max_members
+    unadvertised_addresses: int = 0  # sends refused: no member advertised the address
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,9 @@ class SwimStats:
     loop_lag_events: int
     late_timers: int
     tombstones_reaped: int
+    incarnations_refused: int
+    members_refused: int
+    unadvertised_addresses: int
 
 
 def snapshot(c: Counters, *, queue_drops: int, queue_length: int, awareness: int,
