@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rimio.core.errors import (
     BadRequest,
+    Busy,
     ConfigError,
     Conflict,
     DiskError,
@@ -30,6 +31,7 @@ from rimio.core.errors import (
 
 __all__ = [
     "BadRequest",
+    "Busy",
     "ConfigError",
     "Conflict",
     "DiskError",

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from rimio.core.errors import (
     BadRequest,
+    Busy,
     Conflict,
     DiskError,
     Gone,
@@ -46,6 +47,7 @@ STATUS: dict[type[RimioError], int] = {
     DiskError: 500,
     QuorumLost: 503,
     ShuttingDown: 503,
+    Busy: 503,
     InsufficientStorage: 507,
 }
 

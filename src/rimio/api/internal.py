@@ -29,7 +29,7 @@ from quart import Blueprint, Response, request
 
 from rimio.api.http import json_response, raw_target
 from rimio.core.auth import AuthError, ReplayCacheFull, ReplayGuard, verify
-from rimio.core.errors import BadRequest, PayloadTooLarge, ShuttingDown, Unauthorized
+from rimio.core.errors import BadRequest, Busy, PayloadTooLarge, Unauthorized
 from rimio.core.keyring import KeyRing
 from rimio.net.http import CONTENT_TYPE
 from rimio.ops.objects import MAX_LIST_LIMIT, ObjectService
@@ -65,11 +65,9 @@ async def read_bounded(limit: int) -> bytes:
     return bytes(data)
 
 
-class ReplayGuardBusy(ShuttingDown):
-    """The replay cache is full of live nonces: answered 503 (as a node that
-    cannot take the request now), so the sender retries later."""
-
-    code = "busy"
+class ReplayGuardBusy(Busy):
+    """The replay cache is full of live nonces: answered 503, so the sender
+    retries later."""
 
 
 class InternalHandlers:

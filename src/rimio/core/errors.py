@@ -77,6 +77,12 @@ class ShuttingDown(RimioError):
     code = "shutting_down"
 
 
+class Busy(RimioError):
+    """The node cannot take this request now; the caller should retry later."""
+
+    code = "busy"
+
+
 class StorageCorrupt(RimioError):
     """The node's own disk contradicts its metadata (a missing or short part)."""
 
