@@ -1,4 +1,4 @@
-"""The quart-trio application of one node."""
+"""The HTTP application of one node: the quart-trio app, and the lean object path beside it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.routing import PathConverter
 
+from rimio.api.asgi_blobs import BlobApp
 from rimio.api.body import BackpressureHTTPConnection, BoundedRequest, close_if_body_unread
+from rimio.api.dispatch import NodeApp
 from rimio.api.errors import install_error_handlers
 from rimio.api.internal import internal_routes
 from rimio.api.public import public_routes
@@ -71,15 +72,13 @@ class NodeView:
         }
 
 
-class AnyPathConverter(PathConverter):  # type: ignore[misc]
-    """Matches anything, even empty segments and control characters, so that
-    the blob handler (not the router) decides what a bad path is."""
-
-    regex = r"[\s\S]*"
-    part_isolating = False
+def create_app(view: NodeView) -> NodeApp:
+    """The node's ASGI app: object requests on the lean path, the rest on quart."""
+    return NodeApp(BlobApp(view.objects, view.node_id), create_quart_app(view))
 
 
-def create_app(view: NodeView) -> QuartTrio:
+def create_quart_app(view: NodeView) -> QuartTrio:
+    """Every route but the objects' own (`/api/v1/blobs/<path>`)."""
     app = QuartTrio("rimio", static_folder=None)
     app.asgi_http_class = BackpressureHTTPConnection
     app.request_class = BoundedRequest
@@ -89,7 +88,6 @@ def create_app(view: NodeView) -> QuartTrio:
         BODY_TIMEOUT=None,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
-    app.url_map.converters["anypath"] = AnyPathConverter
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     install_error_handlers(app)

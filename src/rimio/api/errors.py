@@ -1,9 +1,14 @@
-"""The one place where errors become HTTP responses: JSON `{error: {code, message}}`."""
+"""The one place where errors become HTTP answers: JSON `{error: {code, message}}`.
+
+`answer_for` is the answer as data, for the lean blob path (`api/asgi_blobs`);
+the quart error handlers turn the same answers into quart responses.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 
 from quart import Response
 from quart_trio import QuartTrio
@@ -60,20 +65,48 @@ def status_of(exc: RimioError) -> int:
     return 500
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """What a client gets for an error: a status, a JSON body and extra headers."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def answer_for(exc: BaseException) -> ErrorAnswer:
+    """The answer to an exception a handler raised: a RimioError (also one
+    inside exception groups) keeps its status; anything else is a 500, logged."""
+    err = rimio_error_in(exc)
+    if err is None:
+        log.error("unhandled error", exc_info=exc)
+        return ErrorAnswer(500, error_body("internal_error", "internal error; see the node's log"))
+    status = status_of(err)
+    headers = {}
+    if isinstance(err, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{err.size}"
+    if status >= 500:
+        log.warning("%s: %s", err.code, err.message)
+    return ErrorAnswer(status, error_body(err.code, err.message), headers)
+
+
 def error_response(status: int, code: str, message: str) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status=status, content_type="application/json")
+    return Response(error_body(code, message), status=status, content_type="application/json")
+
+
+def _response(answer: ErrorAnswer) -> Response:
+    resp = Response(answer.body, status=answer.status, content_type="application/json")
+    resp.headers.update(answer.headers)
+    return resp
 
 
 def install_error_handlers(app: QuartTrio) -> None:
     async def _rimio(exc: RimioError) -> Response:
-        status = status_of(exc)
-        resp = error_response(status, exc.code, exc.message)
-        if isinstance(exc, RangeNotSatisfiable):
-            resp.headers["Content-Range"] = f"bytes */{exc.size}"
-        if status >= 500:
-            log.warning("%s: %s", exc.code, exc.message)
-        return resp
+        return _response(answer_for(exc))
 
     app.register_error_handler(RimioError, _rimio)
 
@@ -85,8 +118,4 @@ def install_error_handlers(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:
-        wrapped = rimio_error_in(exc)
-        if wrapped is not None:
-            return await _rimio(wrapped)
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal error; see the node's log")
+        return _response(answer_for(exc))

@@ -1,14 +1,14 @@
 """Request and response helpers shared by the public and the internal routes.
 
 The parsers here are pure functions of header values and raw targets, so they
-are tested without a request; the few functions that read quart's current
-`request` are thin wrappers over them.
+are tested without a request; `raw_target` reads quart's current `request`
+for the internal routes, and the lean blob path (`api/asgi_blobs`) calls the
+parsers with what it reads from the ASGI scope.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -46,19 +46,6 @@ def blob_path_of(raw_path: bytes) -> str:
         return unquote_to_bytes(raw[len(BLOBS_PREFIX):]).decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("path is not valid UTF-8") from None
-
-
-def blob_path() -> str:
-    """The blob path of the current request, from its raw target: the router's
-    decoded path would have lost `%2F` versus `/` and invalid UTF-8."""
-    raw: bytes = request.scope.get("raw_path") or request.path.encode("utf-8")
-    return blob_path_of(raw)
-
-
-async def request_body() -> AsyncIterator[bytes]:
-    """The current request's body as an async iterator of chunks."""
-    async for chunk in request.body:
-        yield chunk
 
 
 # -- header parsing -------------------------------------------------------------

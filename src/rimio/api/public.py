@@ -1,4 +1,5 @@
-"""`/api/v1`: the public API: the node routes here, the object routes in `api/blobs`."""
+"""`/api/v1`: the public API on quart: the node routes here, the listing in `api/blobs`
+(the object routes are the plain ASGI app of `api/asgi_blobs`)."""
 
 from __future__ import annotations
 
@@ -53,5 +54,5 @@ def public_routes(node: PublicNode) -> Blueprint:
     bp.add_url_rule("/api/v1/healthz", "healthz", handlers.healthz, methods=["GET"])
     bp.add_url_rule("/api/v1/nodes", "nodes", handlers.nodes, methods=["GET"])
     bp.add_url_rule("/api/v1/slots/resolve", "resolve", handlers.resolve, methods=["GET"])
-    bp.register_blueprint(BlobHandlers(node.objects, node.node_id).blueprint())
+    bp.register_blueprint(BlobHandlers(node.objects).blueprint())
     return bp
