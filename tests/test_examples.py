@@ -1,20 +1,25 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from rimio.config import load_config
+from rimio.config import load_config, write_key_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_example_configs_parse() -> None:
+def test_example_configs_parse(tmp_path: Path) -> None:
     single = load_config(ROOT / "examples/single-node.yaml")
     assert single.effective_replicas == 1 and single.write_quorum == 1
-    three = load_config(ROOT / "examples/three-nodes.yaml")
+    # The cluster example names a key file beside it, made by `rimio keygen`.
+    shutil.copy(ROOT / "examples/three-nodes.yaml", tmp_path)
+    write_key_file(tmp_path / "cluster.key")
+    three = load_config(tmp_path / "three-nodes.yaml")
     assert [n.node_id for n in three.nodes] == ["node-1", "node-2", "node-3"]
     assert three.write_quorum == 2
-    assert three.nodes[0].disks[0] == (ROOT / "rimio-data/node-1").resolve() or \
-        three.nodes[0].disks[0] == ROOT / "examples/../rimio-data/node-1"
+    assert three.key_file == tmp_path / "cluster.key"
+    three.check_keyed()
+    assert three.nodes[0].disks[0] == tmp_path / "../rimio-data/node-1"
 
 
 def test_embedding_example_runs() -> None:

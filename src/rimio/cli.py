@@ -1,15 +1,19 @@
-"""`rimio`: the command line (`start`, `join`, `demo`).
+"""`rimio`: the command line (`start`, `join`, `demo`, `keygen`, `token new`).
 
 Every failure a user can cause ends in one line on stderr and a non-zero
-exit status, never a traceback.
+exit status, never a traceback. A running node rereads its cluster key file
+on SIGHUP.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import resource
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -26,8 +30,10 @@ from rimio.config import (
     NodeConfig,
     NodeSpec,
     ReplicationConfig,
+    Scope,
     load_config,
     load_keyring,
+    write_key_file,
 )
 from rimio.errors import ConfigError
 from rimio.node import Node, check_port_free
@@ -55,8 +61,9 @@ async def run_nodes(configs: list[NodeConfig], banner: str | None = None,
     """Run nodes in this process until SIGTERM or SIGINT, then stop them gracefully."""
     log = logging.getLogger("rimio")
     for config in configs:  # every port before any disk is touched
+        config.cluster.check_keyed()
         check_port_free(config.spec.bind_addr)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as guard:
             async with contextlib.AsyncExitStack() as stack:
                 nodes = [await stack.enter_async_context(Node(c, seeds=seeds or ()))
@@ -68,6 +75,10 @@ async def run_nodes(configs: list[NodeConfig], banner: str | None = None,
                     print(banner.format(url=nodes[0].url,
                                         urls=", ".join(n.url for n in nodes)), flush=True)
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        for node in nodes:
+                            node.reload_keys()
+                        continue
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break
                 # Signals that arrive while we drain must not kill us: the
@@ -82,12 +93,36 @@ async def _join(args: argparse.Namespace) -> None:
     advertise = Address.parse(args.advertise or args.listen, "--advertise")
     if not NODE_ID.match(args.node):
         raise ConfigError("--node: use letters, digits, '.', '_' or '-' (max 63)")
+    if args.key_file is None and not args.insecure:
+        raise ConfigError("--key-file: joining needs the cluster's key file "
+                          "(or --insecure for a cluster that has none)")
     key_file = args.key_file.resolve() if args.key_file else None
     keyring = load_keyring(key_file) if key_file else None
     info = await fetch_bootstrap(seeds, keyring)
     config = config_from_bootstrap(info, args.node, listen, advertise, args.disk.resolve(),
                                    key_file)
+    if key_file is None:
+        config = dataclasses.replace(
+            config, cluster=dataclasses.replace(config.cluster, insecure=True))
     await run_node(config, seeds=info.seeds)
+
+
+def new_token(name: str, scope: str) -> tuple[str, str]:
+    """A fresh client token and the `access.tokens` entry (YAML) that accepts it."""
+    if not NODE_ID.match(name):
+        raise ConfigError("--name: use letters, digits, '.', '_' or '-' (max 63)")
+    token = "rimio_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    entry = f"- name: {name}\n  sha256: {digest}\n  scope: {Scope(scope).value}\n"
+    return token, entry
+
+
+TOKEN_HELP = """\
+token: {token}
+# Give the token to the client (header `Authorization: Bearer <token>`); it is
+# shown only this once, Rimio keeps only its SHA-256. Add this entry under
+# access.tokens in the cluster file of every node, then restart them:
+{entry}"""
 
 
 async def _absorb_signals(signals: AsyncIterator[int]) -> None:
@@ -109,7 +144,8 @@ Stop with Ctrl-C."""
 
 
 def demo_configs(data: Path, port: int, count: int) -> list[NodeConfig]:
-    """A cluster of `count` nodes on loopback ports port.., one replica per slot."""
+    """A cluster of `count` nodes on loopback ports port.., one replica per slot,
+    keyed by `data/cluster.key` (made on first use)."""
     if not 1 <= count <= 9:
         raise ConfigError("--nodes must be between 1 and 9")
     if not 1 <= port <= 65535 - count + 1:
@@ -120,8 +156,21 @@ def demo_configs(data: Path, port: int, count: int) -> list[NodeConfig]:
         for i in range(count)
     )
     cluster = ClusterConfig(name="rimio-demo", nodes=specs,
-                            replication=ReplicationConfig(replicas=1, min_write_replicas=1))
+                            replication=ReplicationConfig(replicas=1, min_write_replicas=1),
+                            key_file=data / "cluster.key")
     return [NodeConfig(cluster=cluster, spec=s) for s in specs]
+
+
+def ensure_demo_key(key_file: Path) -> None:
+    """Make the demo's key file unless an earlier run left one."""
+    if key_file.exists():
+        load_keyring(key_file)  # refuse a damaged one now, in one line
+        return
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {key_file.parent}: {exc.strerror or exc}") from None
+    write_key_file(key_file)
 
 
 def _single_leaf(exc: BaseException) -> BaseException:
@@ -147,12 +196,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     join.add_argument("--listen", required=True, help="host:port to bind (the one port)")
     join.add_argument("--advertise", help="host:port the others reach us at (default: --listen)")
     join.add_argument("--disk", required=True, type=Path, help="data directory")
-    join.add_argument("--key-file", type=Path, help="the cluster key file, if it uses one")
+    join.add_argument("--key-file", type=Path, help="the cluster key file")
+    join.add_argument("--insecure", action="store_true",
+                      help="join a cluster that has no key file")
 
     demo = sub.add_parser("demo", help="run a local cluster on loopback, data in ./rimio-data")
     demo.add_argument("--data", type=Path, default=Path("rimio-data"))
     demo.add_argument("--port", type=int, default=19080, help="first node's port")
     demo.add_argument("--nodes", type=int, default=3, help="how many nodes (1-9)")
+
+    keygen = sub.add_parser("keygen", help="write a new cluster key file (mode 0600)")
+    keygen.add_argument("path", type=Path, help="the key file to create (never overwritten)")
+
+    token = sub.add_parser("token", help="client tokens for the access section")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_new = token_sub.add_parser("new", help="print a fresh token and its config entry")
+    token_new.add_argument("--name", required=True, help="the token's name, shown in logs")
+    token_new.add_argument("--scope", required=True, choices=[s.value for s in Scope],
+                           help="read, or write (which implies read)")
     return parser.parse_args(argv)
 
 
@@ -173,7 +234,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             data = args.data.resolve()
             configs = demo_configs(data, args.port, args.nodes)
+            for config in configs:  # before the key file is made
+                check_port_free(config.spec.bind_addr)
+            assert configs[0].cluster.key_file is not None
+            ensure_demo_key(configs[0].cluster.key_file)
             trio.run(run_nodes, configs, DEMO_BANNER.replace("{data}", str(data)))
+        elif args.command == "keygen":
+            write_key_file(args.path)
+            print(f"wrote a new cluster key to {args.path}; copy it to every node and set "
+                  "cluster.key_file", file=sys.stderr)
+        elif args.command == "token":
+            token, entry = new_token(args.name, args.scope)
+            print(TOKEN_HELP.format(token=token, entry=entry), end="")
     except ConfigError as exc:
         print(f"rimio: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

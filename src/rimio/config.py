@@ -13,6 +13,8 @@ are relative to the file.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +31,7 @@ from rimio.core.swim import SwimConfig
 
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _CLUSTER_NAME = NODE_ID
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,35 @@ class ServerConfig:
     max_header_bytes: int = 16 * 1024
 
 
+class Scope(enum.Enum):
+    """What a client token may do: `write` implies `read`."""
+
+    READ = "read"
+    WRITE = "write"
+
+    def allows(self, needed: Scope) -> bool:
+        return self is Scope.WRITE or needed is Scope.READ
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """One client token of the `access` section: only its SHA-256 is configured."""
+
+    name: str  # shown in logs instead of the token
+    sha256: bytes  # the 32-byte digest of the token's UTF-8 text
+    scope: Scope
+
+    def __repr__(self) -> str:  # the digest is not secret, but has no business in logs
+        return f"AccessToken(name={self.name!r}, scope={self.scope.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """Client tokens; with this section every `/api/v1` request but healthz needs one."""
+
+    tokens: tuple[AccessToken, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
@@ -97,8 +129,12 @@ class ClusterConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     key_file: Path | None = None
+    # Run a cluster of several nodes without a key file, knowingly.
+    insecure: bool = False
     # Overrides of the SWIM/Lifeguard knobs (`rimio.core.swim.SwimConfig` fields).
     membership: tuple[tuple[str, float | int | bool], ...] = ()
+    # None: the public API is open to anyone who can reach the node.
+    access: AccessConfig | None = None
 
     def swim_config(self) -> SwimConfig:
         overrides: dict[str, Any] = dict(self.membership)
@@ -106,6 +142,17 @@ class ClusterConfig:
 
     def keyring(self) -> KeyRing | None:
         return None if self.key_file is None else load_keyring(self.key_file)
+
+    def check_keyed(self) -> None:
+        """Refuse a cluster of several nodes without a key, unless it says `insecure`.
+
+        Without a key, anyone who reaches a node's port can forge gossip and
+        read the internal API, so a multi-node cluster must opt out loudly.
+        """
+        if len(self.nodes) >= 2 and self.key_file is None and not self.insecure:
+            raise ConfigError(
+                f"cluster.key_file: a cluster of {len(self.nodes)} nodes needs a key file "
+                "(make one with `rimio keygen PATH`), or set cluster.insecure: true")
 
     @property
     def effective_replicas(self) -> int:
@@ -193,6 +240,21 @@ _NAME_RULE = "use letters, digits, '.', '_' or '-' (max 63)"
 CLUSTER_SECTION: Final = Section((
     Option("name", Text(_CLUSTER_NAME, _NAME_RULE), "the cluster's name", required=True),
     Option("key_file", _PathKind(), "file with the cluster's shared keys (enables signing)"),
+    Option("insecure", schema.Boolean(),
+           "run several nodes without a key file (anyone on the network can join)"),
+))
+
+TOKEN_SECTION: Final = Section((
+    Option("name", Text(NODE_ID, _NAME_RULE), "the token's name, shown in logs",
+           required=True),
+    Option("sha256", Text(_SHA256_HEX, "expected 64 hex characters (the token's SHA-256)"),
+           "hex SHA-256 of the token (`rimio token new` prints it)", required=True),
+    Option("scope", Text(re.compile(r"^(read|write)\Z"), "expected read or write"),
+           "read, or write (which implies read)", required=True),
+))
+
+ACCESS_SECTION: Final = Section((
+    Option("tokens", ListOf(TOKEN_SECTION), "the client tokens accepted", required=True),
 ))
 
 DISK_SECTION: Final = Section((
@@ -259,6 +321,7 @@ CONFIG_FILE: Final = Section((
     Option("storage", STORAGE_SECTION, "storage engine limits"),
     Option("server", SERVER_SECTION, "HTTP server limits"),
     Option("membership", MEMBERSHIP_SECTION, "overrides of the membership protocol's knobs"),
+    Option("access", ACCESS_SECTION, "client tokens (without it the API is open)"),
 ))
 
 
@@ -275,6 +338,25 @@ def load_keyring(path: Path) -> KeyRing:
         return KeyRing.parse(text)
     except KeyRingError as exc:
         raise ConfigError(f"cluster key file {path}: {exc}") from None
+
+
+def write_key_file(path: Path) -> None:
+    """Write a new one-key file, readable by its owner only; never overwrite.
+
+    (`rimio keygen`, `rimio demo` and multi-node `LocalCluster`s use it.)"""
+    text = ("# Rimio cluster key: the same file on every node; keep it secret.\n"
+            "# To rotate: add a new key, SIGHUP every node, move it first, SIGHUP,\n"
+            "# then drop the old key and SIGHUP again.\n"
+            f"{KeyRing.generate()}\n")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; not overwriting a key file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # whatever the umask
+        out.write(text)
 
 
 def load_config(path: str | Path) -> ClusterConfig:
@@ -311,7 +393,9 @@ def parse_config(raw: Any, base_dir: Path) -> ClusterConfig:
         storage=StorageConfig(**document.get("storage", {})),
         server=ServerConfig(**document.get("server", {})),
         key_file=key_file,
+        insecure=cluster.get("insecure", False),
         membership=_membership(document.get("membership")),
+        access=_access(document.get("access")),
     )
 
 
@@ -354,3 +438,18 @@ def _membership(checked: dict[str, Any] | None) -> tuple[tuple[str, float | int 
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"membership: {exc}") from None
     return tuple(sorted(checked.items()))
+
+
+def _access(checked: dict[str, Any] | None) -> AccessConfig | None:
+    if checked is None:
+        return None
+    tokens = tuple(AccessToken(t["name"], bytes.fromhex(t["sha256"]), Scope(t["scope"]))
+                   for t in checked["tokens"])
+    names = [t.name for t in tokens]
+    dup = next((x for x in names if names.count(x) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"access.tokens: name {dup!r} appears twice")
+    digests = [t.sha256 for t in tokens]
+    if len(set(digests)) != len(digests):
+        raise ConfigError("access.tokens: two entries have the same sha256")
+    return AccessConfig(tokens)

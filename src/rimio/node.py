@@ -27,11 +27,12 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from rimio.api.access import with_access
 from rimio.api.app import NodeView, create_app
 from rimio.api.inflight import InFlight
 from rimio.cluster.membership import MembershipService
 from rimio.cluster.peers import PeerClient
-from rimio.config import Address, NodeConfig
+from rimio.config import Address, NodeConfig, load_keyring
 from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
@@ -80,9 +81,13 @@ class Node:
 
     def __init__(self, config: NodeConfig, *, seeds: Sequence[str] = (),
                  make_transport: TransportFactory | None = None) -> None:
+        config.cluster.check_keyed()
         self.config = config
         self._extra_seeds = list(seeds)
         self._make_transport = make_transport
+        # One ring object for the node's lifetime: the gossip sealing, the peer
+        # client and the internal-API verifier all read it at each use, and
+        # `reload_keys` swaps its keys in place.
         self.keyring = config.cluster.keyring()
         storage = config.cluster.storage
         self.store = LocalStore(
@@ -146,7 +151,9 @@ class Node:
                 max_frame_size=self.config.cluster.swim_config().max_frame_size,
             )
             self.membership, self.objects = membership, objects
-            self._inflight = InFlight(create_app(view))
+            access = self.config.cluster.access
+            self._inflight = InFlight(with_access(create_app(view),
+                                                  access.tokens if access else None))
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(self._serve, self._inflight, self._hypercorn_config(listener))
             await nursery.start(self._run_background, membership)
@@ -158,7 +165,38 @@ class Node:
             raise
         self._stack = stack
         log.info("node %s serving on %s", self.node_id, self.url)
+        self._log_exposure()
         return self
+
+    def _log_exposure(self) -> None:
+        """Say once, at start, what is open to anyone who reaches the port."""
+        if self.config.cluster.access is None:
+            log.warning("no access section: the /api/v1 API is open to anyone who can "
+                        "reach %s", self.url)
+        if self.keyring is None and len(self.config.cluster.nodes) > 1:
+            log.warning("no cluster key (cluster.insecure): gossip and /internal/v1 are "
+                        "unauthenticated")
+
+    def reload_keys(self) -> bool:
+        """Reread the cluster key file into the node's ring (what SIGHUP does).
+
+        Keys added to the file are accepted, and keys dropped from it refused,
+        from the next frame or request on; the first key becomes the one that
+        seals and signs. A file that cannot be used is reported and the keys
+        in use are kept. Returns whether the keys were replaced.
+        """
+        key_file = self.config.cluster.key_file
+        if key_file is None or self.keyring is None:
+            log.info("no cluster.key_file: no keys to reload")
+            return False
+        try:
+            fresh = load_keyring(key_file)
+        except ConfigError as exc:
+            log.error("keeping the keys in use: %s", exc)
+            return False
+        self.keyring.adopt(fresh)
+        log.info("reloaded %d cluster key(s) from %s", len(fresh.mac_keys), key_file)
+        return True
 
     async def __aexit__(
         self,

@@ -214,7 +214,7 @@ async def test_malformed_listing_from_a_peer_is_503(tmp_path: Path, listing: byt
         peer = NodeSpec("node-2", Address("127.0.0.1", port), Address("127.0.0.1", port),
                         (tmp_path / "node-2",))
         cluster = ClusterConfig(name="t", nodes=(me, peer),
-                                replication=ReplicationConfig(replicas=1))
+                                replication=ReplicationConfig(replicas=1), insecure=True)
         async with Node(NodeConfig(cluster=cluster, spec=me)) as node, \
                 httpx.AsyncClient(base_url=node.url, timeout=30) as client:
             r = await client.get("/api/v1/blobs")

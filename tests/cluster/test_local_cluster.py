@@ -111,7 +111,7 @@ async def test_keyed_cluster_refuses_unsigned_and_foreign_traffic(tmp_path: Path
 async def test_frames_of_another_cluster_are_dropped(tmp_path: Path) -> None:
     from rimio.core import frames as fr
 
-    async with LocalCluster(tmp_path, 2, transport="http", name="ours") as c:
+    async with LocalCluster(tmp_path, 2, transport="http", name="ours", insecure=True) as c:
         await c.wait_for(lambda: c.agree({i: ALIVE for i in c.nodes}), within=10)
         node = c.nodes["node-1"]
         alien = fr.encode(fr.Dead("node-2", c.address("node-2"), 99, "evil"), cluster="theirs")

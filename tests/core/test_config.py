@@ -10,7 +10,10 @@ from rimio.config import (
     REPLICATION_SECTION,
     SERVER_SECTION,
     STORAGE_SECTION,
+    AccessConfig,
+    AccessToken,
     ReplicationConfig,
+    Scope,
     ServerConfig,
     StorageConfig,
     load_config,
@@ -161,3 +164,76 @@ def test_every_option_has_help() -> None:
     assert any(line.startswith("initial_cluster.nodes[].disks[].path: path, required")
                for line in lines)
     assert all(not line.endswith("— ") for line in lines)
+
+
+# -- cluster.insecure, the key requirement and the access section ----------------
+
+_DIGEST = "ab" * 32
+
+
+def test_insecure_parses_and_defaults_to_false() -> None:
+    assert parse_config(BASE, Path("/")).insecure is False
+    assert parse_config(_with(cluster__insecure=True), Path("/")).insecure is True
+
+
+def test_several_nodes_need_a_key_file_unless_insecure(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE, Path("/")).check_keyed()
+    assert str(info.value).startswith("cluster.key_file: a cluster of 2 nodes needs a key file")
+    assert "cluster.insecure" in str(info.value) and "\n" not in str(info.value)
+    parse_config(_with(cluster__insecure=True), Path("/")).check_keyed()
+    key = tmp_path / "cluster.key"
+    key.write_text("cd" * 32 + "\n")
+    parse_config(_with(cluster__key_file=str(key)), Path("/")).check_keyed()
+    one = _with(initial_cluster__nodes=BASE["initial_cluster"]["nodes"][:1],
+                initial_cluster__replication={"replicas": 1})
+    parse_config(one, Path("/")).check_keyed()  # a single node needs no key
+
+
+def test_access_section_parses() -> None:
+    tokens = [{"name": "app", "sha256": _DIGEST.upper(), "scope": "write"},
+              {"name": "dash", "sha256": "cd" * 32, "scope": "read"}]
+    cfg = parse_config(_with(access={"tokens": tokens}), Path("/"))
+    assert cfg.access == AccessConfig((AccessToken("app", bytes.fromhex(_DIGEST), Scope.WRITE),
+                                       AccessToken("dash", b"\xcd" * 32, Scope.READ)))
+    assert parse_config(BASE, Path("/")).access is None
+    assert Scope.WRITE.allows(Scope.READ) and Scope.WRITE.allows(Scope.WRITE)
+    assert Scope.READ.allows(Scope.READ) and not Scope.READ.allows(Scope.WRITE)
+    assert _DIGEST not in repr(cfg.access)
+
+
+@pytest.mark.parametrize(
+    ("access", "message"),
+    [
+        ({}, "access: missing required key 'tokens'"),
+        ({"tokens": []}, "access.tokens: expected a non-empty list"),
+        ({"tokens": [{"name": "a", "sha256": _DIGEST}]},
+         "access.tokens[0]: missing required key 'scope'"),
+        ({"tokens": [{"name": "a", "sha256": _DIGEST, "scope": "admin"}]},
+         "access.tokens[0].scope: expected read or write"),
+        ({"tokens": [{"name": "a", "sha256": "abc", "scope": "read"}]},
+         "access.tokens[0].sha256: expected 64 hex characters (the token's SHA-256)"),
+        ({"tokens": [{"name": "a", "sha256": _DIGEST + "\n", "scope": "read"}]},
+         "access.tokens[0].sha256: expected 64 hex characters (the token's SHA-256)"),
+        ({"tokens": [{"name": "a b", "sha256": _DIGEST, "scope": "read"}]},
+         "access.tokens[0].name: use letters, digits, '.', '_' or '-' (max 63)"),
+        ({"tokens": [{"name": "a", "sha256": _DIGEST, "scope": "read", "token": "x"}]},
+         "access.tokens[0]: unknown key 'token'"),
+        ({"tokens": [{"name": "a", "sha256": _DIGEST, "scope": "read"},
+                     {"name": "a", "sha256": "cd" * 32, "scope": "read"}]},
+         "access.tokens: name 'a' appears twice"),
+        ({"tokens": [{"name": "a", "sha256": _DIGEST, "scope": "read"},
+                     {"name": "b", "sha256": _DIGEST, "scope": "write"}]},
+         "access.tokens: two entries have the same sha256"),
+    ],
+)
+def test_bad_access_sections_name_the_key(access: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(access=access), Path("/"))
+    assert str(info.value) == message
+
+
+def test_insecure_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(cluster__insecure="yes"), Path("/"))
+    assert str(info.value) == "cluster.insecure: expected true or false, got 'yes'"

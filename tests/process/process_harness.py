@@ -115,7 +115,9 @@ def cluster_config(
     storage: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The config (RFC 0006) of a cluster of `nodes`, as a dict (edit it before writing)."""
+    """The config (RFC 0006) of a cluster of `nodes`, as a dict (edit it before writing).
+
+    Several nodes need a cluster key: set `cluster.key_file` (see `write_key`)."""
     replication: dict[str, Any] = {}
     if replicas is not None:
         replication["replicas"] = replicas
@@ -152,6 +154,14 @@ def single_node_config(
 ) -> dict[str, Any]:
     return cluster_config([node], replicas=1, min_write_replicas=1, storage=storage,
                           server=server)
+
+
+def write_key(path: Path) -> Path:
+    """Write a fresh one-key cluster key file (mode 0600) at `path`; return `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(os.urandom(32).hex() + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
 
 
 def write_config(path: Path, config: dict[str, Any] | str) -> Path:

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from process_harness import NodeDef, run_rimio, single_node_config, tree, write_config
+from process_harness import (
+    NodeDef,
+    cluster_config,
+    free_port,
+    run_rimio,
+    single_node_config,
+    tree,
+    write_config,
+)
 
 # A case gets the test's tmp dir, the node and an ExitStack (for resources it
 # must hold while rimio runs) and returns the arguments of `rimio start`.
@@ -31,6 +39,11 @@ def _with(mutate: Callable[[dict[str, Any]], object]) -> Case:
 def _node0(config: dict[str, Any]) -> dict[str, Any]:
     node: dict[str, Any] = config["initial_cluster"]["nodes"][0]
     return node
+
+
+def two_nodes_without_a_key(tmp: Path, node: NodeDef, _stack: ExitStack) -> list[str]:
+    other = NodeDef("node-2", free_port(), tmp / "node-2" / "disk")
+    return _start(write_config(tmp / "rimio.yaml", cluster_config([node, other])))
 
 
 def unknown_node_id(tmp: Path, node: NodeDef, _stack: ExitStack) -> list[str]:
@@ -95,7 +108,11 @@ CASES: dict[str, Case] = {
     "empty-file": empty_file,
     "nonexistent-config": missing_file,
     "config-is-a-directory": config_is_a_directory,
+    "two-nodes-without-a-key": two_nodes_without_a_key,
 }
+
+# What the one error line must name, for the cases that check it.
+NAMES = {"two-nodes-without-a-key": "cluster.key_file"}
 
 
 @pytest.fixture
@@ -117,6 +134,7 @@ def test_bad_config_one_error_line_exit_2_nothing_written(
     assert done.returncode == 2, f"exit {done.returncode}; stderr:\n{done.stderr}"
     assert len(lines) == 1, f"expected one stderr line, got:\n{done.stderr}"
     assert lines[0].startswith("rimio: error: "), lines[0]
+    assert NAMES.get(case, "") in lines[0]
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
     assert tree(tmp_path) == before, "a rejected start wrote files"

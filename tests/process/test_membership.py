@@ -19,6 +19,7 @@ from process_harness import (
     make_nodes,
     run_rimio,
     write_config,
+    write_key,
 )
 
 pytestmark = pytest.mark.process
@@ -63,7 +64,10 @@ def _config(nodes: list[NodeDef], **extra: Any) -> dict[str, Any]:
 
 def test_five_nodes_stop_continue_and_join(tmp_path: Path, rimio_pool: ProcessPool) -> None:
     nodes = make_nodes(tmp_path, 5)
-    conf = write_config(tmp_path / "cluster.yaml", _config(nodes))
+    key = write_key(tmp_path / "cluster.key")
+    cfg = _config(nodes)
+    cfg["cluster"]["key_file"] = str(key)
+    conf = write_config(tmp_path / "cluster.yaml", cfg)
     procs = rimio_pool.start_cluster(conf, nodes)
     ids = [n.node_id for n in nodes]
     _wait(lambda: _all_see(nodes, ids, "alive"), 20, "5 nodes agree on 5 alive members")
@@ -83,7 +87,8 @@ def test_five_nodes_stop_continue_and_join(tmp_path: Path, rimio_pool: ProcessPo
     new = NodeDef("node-6", free_port(), tmp_path / "node-6" / "disk")
     seeds = f"cluster://{nodes[1].addr},{nodes[2].addr}"
     joiner = rimio_pool.spawn(["join", seeds, "--node", "node-6", "--listen", new.addr,
-                               "--disk", str(new.disk)], "node-6", url=new.url,
+                               "--disk", str(new.disk), "--key-file", str(key)], "node-6",
+                              url=new.url,
                               node_id="node-6")
     joiner.wait_ready()
     everyone = [*nodes, new]
@@ -93,7 +98,8 @@ def test_five_nodes_stop_continue_and_join(tmp_path: Path, rimio_pool: ProcessPo
     # a second node with a live member's id is refused, and nothing is written
     dup_disk = tmp_path / "dup" / "disk"
     out = run_rimio(["join", seeds, "--node", "node-3", "--listen",
-                     f"127.0.0.1:{free_port()}", "--disk", str(dup_disk)])
+                     f"127.0.0.1:{free_port()}", "--disk", str(dup_disk),
+                     "--key-file", str(key)])
     assert out.returncode == 2
     assert out.stderr.startswith("rimio: error: node id 'node-3' is already alive")
     assert not dup_disk.exists()

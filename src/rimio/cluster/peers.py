@@ -24,9 +24,11 @@ HEADS_PATH = "/internal/v1/heads"
 FORWARDED_BY = "X-Rimio-Forwarded-By"
 # What a forwarded request and its answer carry across; hop-by-hop headers
 # (Connection, Transfer-Encoding, Host, ...) belong to each hop and stay.
+# The client's token goes along: the holder checks it against the same
+# access section (`rimio.api.access`).
 FORWARD_REQUEST_HEADERS = frozenset({
     "content-length", "content-type", "range", "if-range", "if-match", "if-none-match",
-    "x-rimio-write-id",
+    "x-rimio-write-id", "authorization",
 })
 FORWARD_RESPONSE_HEADERS = frozenset({
     "content-type", "etag", "x-rimio-generation", "accept-ranges", "content-range",

@@ -4,7 +4,8 @@ A key file holds one key per line (64 hex characters = 32 bytes); blank lines
 and `#` comments are ignored. The first key is the *primary*: it seals frames
 and signs requests. Every key in the ring is accepted when opening frames and
 verifying signatures, so a key can be rotated without downtime: add the new
-key second everywhere, then move it first everywhere, then remove the old one.
+key second everywhere, then move it first everywhere, then remove the old one
+(a running node rereads its key file on SIGHUP, see `KeyRing.adopt`).
 
 Each cluster key is stretched with HKDF into two independent subkeys, one for
 AES-GCM and one for HMAC, so no key is used by two algorithms.
@@ -69,6 +70,15 @@ class KeyRing:
             except ValueError:
                 raise KeyRingError(f"line {n}: not a hex key") from None
         return cls(keys)
+
+    def adopt(self, other: KeyRing) -> None:
+        """Take `other`'s keys in place (a key file reloaded on SIGHUP).
+
+        Everything that seals, opens, signs or verifies holds this object and
+        reads its keys at each use, so the new keys apply from the next frame
+        or request on; the swap is one assignment, never half done.
+        """
+        self._keys = list(other._keys)
 
     @staticmethod
     def generate() -> str:

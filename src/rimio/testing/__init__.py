@@ -13,6 +13,9 @@ from a paused node are held until it resumes — the in-process stand-in for a
 stalled event loop). Nodes can be crashed (cancelled without a leave),
 stopped gracefully, restarted on the same disk, and new nodes joined.
 
+Like any cluster, it is keyed: without a `key_file` it makes one,
+`base_dir/cluster.key`, unless told `insecure=True`.
+
 The harness runs in real time; for deterministic, seeded simulation of the
 protocol itself under `trio.testing.MockClock`, use `rimio.net.sim`.
 """
@@ -36,6 +39,7 @@ from rimio.config import (
     NodeSpec,
     ReplicationConfig,
     StorageConfig,
+    write_key_file,
 )
 from rimio.core.frames import Status
 from rimio.net.http import HttpTransport
@@ -198,10 +202,16 @@ class LocalCluster:
         replicas: int = 1,
         name: str = "local",
         key_file: Path | None = None,
+        insecure: bool = False,
     ) -> None:
         if transport not in ("http", "memory"):
             raise ValueError("transport must be 'http' or 'memory'")
         self.base_dir = Path(base_dir)
+        if key_file is None and not insecure:
+            key_file = self.base_dir / "cluster.key"
+            if not key_file.exists():
+                self.base_dir.mkdir(parents=True, exist_ok=True)
+                write_key_file(key_file)
         self.transport = transport
         self.plan = FaultPlan(seed=seed)
         specs = [self._spec(f"node-{i + 1}") for i in range(size)]
@@ -211,6 +221,7 @@ class LocalCluster:
             replication=ReplicationConfig(replicas=replicas, min_write_replicas=None),
             storage=StorageConfig(gc_interval_seconds=3600.0),
             key_file=key_file,
+            insecure=insecure,
             membership=tuple(sorted(overrides.items())),
         )
         self._slots: dict[str, _Slot] = {s.node_id: _Slot(s) for s in specs}
