@@ -22,7 +22,8 @@ BOOTSTRAP = "/internal/v1/cluster/bootstrap"
 
 
 def _status_signed_with(node: NodeDef, key: str) -> int:
-    headers = signed_headers(KeyRing.parse(key), "GET", BOOTSTRAP, b"")
+    headers = signed_headers(KeyRing.parse(key), "GET", BOOTSTRAP, b"",
+                             destination=node.node_id)
     return httpx.get(node.url + BOOTSTRAP, headers=headers, timeout=5).status_code
 
 
