@@ -1,11 +1,19 @@
+import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rimio.cluster.bootstrap import BootstrapInfo, config_from_bootstrap, parse_cluster_url
-from rimio.config import Address
+from rimio.cluster.bootstrap import (
+    BootstrapInfo,
+    config_from_bootstrap,
+    fetch_bootstrap,
+    parse_cluster_url,
+)
+from rimio.config import AccessConfig, AccessToken, Address, Scope, single_node_config
 from rimio.errors import ConfigError
+from rimio.node import Node
 
 
 def _state(**changes: Any) -> dict[str, Any]:
@@ -68,3 +76,32 @@ def test_malformed_bootstrap_is_refused(changes: dict[str, Any]) -> None:
 def test_keyed_cluster_needs_a_key_file() -> None:
     with pytest.raises(ConfigError, match="key-file"):
         _join(_state(keyed=True))
+
+
+def test_joiner_takes_the_clusters_client_tokens() -> None:
+    """A joined node guards its API with the same tokens as the founders."""
+    assert _join(_state()).cluster.access is None
+    digest = "ab" * 32
+    tokens = {"tokens": [{"name": "app", "sha256": digest, "scope": "read"}]}
+    access = _join(_state(access=tokens)).cluster.access
+    assert access is not None and [t.name for t in access.tokens] == ["app"]
+    assert access.tokens[0].sha256 == bytes.fromhex(digest)
+    assert access.tokens[0].scope.value == "read"
+    with pytest.raises(ConfigError, match="access"):
+        _join(_state(access={"tokens": [{"name": "app", "sha256": "zz", "scope": "read"}]}))
+
+
+async def test_bootstrap_state_carries_token_digests_not_tokens(tmp_path: Path) -> None:
+    config = single_node_config(tmp_path / "d")
+    token = "s3cret-token"
+    access = AccessConfig((AccessToken("app", hashlib.sha256(token.encode()).digest(),
+                                       Scope.WRITE),))
+    config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster,
+                                                                     access=access))
+    async with Node(config) as node:
+        info = await fetch_bootstrap([str(node.address)], None)
+    assert info.state["access"]["tokens"][0]["sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in repr(info.state)
+    joined = config_from_bootstrap(info, "node-9", Address("127.0.0.1", 1),
+                                   Address("127.0.0.1", 1), tmp_path / "j", None)
+    assert joined.cluster.access == access

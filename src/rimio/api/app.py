@@ -69,6 +69,11 @@ class NodeView:
             "members": self.nodes(),
             "slot_epoch": 1,
             "keyed": self.keyring is not None,
+            # Token digests, so a joined node guards its API like the others
+            # (only members get this when the cluster has a key).
+            **({"access": {"tokens": [{"name": t.name, "sha256": t.sha256.hex(),
+                                       "scope": t.scope.value} for t in c.access.tokens]}}
+               if c.access is not None else {}),
         }
 
 

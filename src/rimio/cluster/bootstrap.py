@@ -124,6 +124,8 @@ def config_from_bootstrap(info: BootstrapInfo, node_id: str, listen: Address,
     }
     if state.get("membership"):
         raw["membership"] = state["membership"]
+    if state.get("access") is not None:
+        raw["access"] = state["access"]
     try:
         parsed = parse_config(raw, base_dir=Path("/"))
     except ConfigError as exc:
@@ -141,6 +143,7 @@ def config_from_bootstrap(info: BootstrapInfo, node_id: str, listen: Address,
                               max_object_bytes=parsed.storage.max_object_bytes),
         key_file=key_file,
         membership=parsed.membership,
+        access=parsed.access,
     )
     return NodeConfig(cluster=cluster, spec=spec)
 
