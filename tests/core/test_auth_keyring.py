@@ -137,3 +137,31 @@ def test_a_full_replay_cache_refuses_instead_of_forgetting() -> None:
     # once the oldest nonces are out of the window, they make room
     assert guard.check_and_remember("new", 100.0 + 60.5)
     assert len(guard) == 3
+
+
+_HEADER_NAMES = [HEADER_TIMESTAMP, HEADER_NONCE, HEADER_DIGEST, HEADER_DESTINATION,
+                 HEADER_SIGNATURE]
+
+
+@given(st.dictionaries(st.sampled_from(_HEADER_NAMES), st.text(max_size=90), max_size=5),
+       st.floats(allow_nan=True, allow_infinity=True))
+def test_verify_of_random_headers_only_raises_auth_error(headers: dict[str, str],
+                                                         now: float) -> None:
+    """Whatever the headers say (non-ASCII, huge numbers, missing fields, NaN
+    clocks), the checker refuses with its own error, never another exception."""
+    with pytest.raises(AuthError):
+        verify(KeyRing.parse(K1).mac_keys, "POST", "/internal/v1/gossip/packet", headers, now,
+               ReplayGuard(window=30), node_id="n1")
+
+
+@given(st.sampled_from(_HEADER_NAMES), st.text(max_size=90), st.integers(0, 200))
+def test_verify_of_one_mutated_header_only_raises_auth_error(name: str, value: str,
+                                                             cut: int) -> None:
+    ring = KeyRing.parse(K1)
+    headers = dict(sign(ring.primary_mac_key, "POST", "/t", b"body", 100.0, destination="n1"))
+    headers[name] = value if cut % 2 else headers[name][: cut % max(1, len(headers[name]))]
+    try:
+        verify(ring.mac_keys, "POST", "/t", headers, 100.0, ReplayGuard(window=30),
+               node_id="n1")
+    except AuthError:
+        pass  # refused with the checker's own error; a harmless mutation may verify
