@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -160,8 +162,7 @@ def test_verify_of_one_mutated_header_only_raises_auth_error(name: str, value: s
     ring = KeyRing.parse(K1)
     headers = dict(sign(ring.primary_mac_key, "POST", "/t", b"body", 100.0, destination="n1"))
     headers[name] = value if cut % 2 else headers[name][: cut % max(1, len(headers[name]))]
-    try:
+    # Refused with the checker's own error; a harmless mutation may still verify.
+    with contextlib.suppress(AuthError):
         verify(ring.mac_keys, "POST", "/t", headers, 100.0, ReplayGuard(window=30),
                node_id="n1")
-    except AuthError:
-        pass  # refused with the checker's own error; a harmless mutation may verify
