@@ -4,8 +4,11 @@ opens, memory per open database, and the write rate inline vs part files.
     python benchmarks/storage_costs.py rate      # PUT/s per size, inline vs files
     python benchmarks/storage_costs.py syscalls  # fsync-family calls per PUT (needs strace)
     python benchmarks/storage_costs.py slots     # opens/evictions per PUT, RSS per open db
+    python benchmarks/storage_costs.py cache     # GET/s of a hot 4 KiB object, read cache on/off
+    python benchmarks/storage_costs.py compression  # PUT/GET MB/s of 64 MiB, zstd on/off
 
-Figures from a run are recorded in rfcs/0008-inline-small-objects.md.
+Figures from a run are recorded in rfcs/0008-inline-small-objects.md and
+rfcs/0009-read-cache-and-compression.md.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -30,9 +34,10 @@ PART = 8 * 1024 * 1024
 SLOTS = 2048
 
 
-def _store(root: Path, inline: int, max_open: int = SLOTS, slots: int = SLOTS) -> LocalStore:
+def _store(root: Path, inline: int, max_open: int = SLOTS, slots: int = SLOTS,
+           **kw: Any) -> LocalStore:
     return LocalStore([root], total_slots=slots, part_size=PART, inline_max_bytes=inline,
-                      max_open_slots=max_open)
+                      max_open_slots=max_open, **kw)
 
 
 async def _put(store: LocalStore, path: str, data: bytes) -> None:
@@ -154,6 +159,98 @@ async def slots() -> None:
         await store.close()
 
 
+async def cache() -> None:
+    """GET of one hot 4 KiB object as the HTTP layer asks for it (head and
+    bytes in one call), by 8 concurrent clients, read cache on and off."""
+    print("stored_as cache gets_per_s hit_ratio")
+    data = os.urandom(4096)
+    for where, inline in (("inline", 64 * 1024), ("file", 0)):
+        for label, cache_bytes in (("off", 0), ("on", 32 * 1024 * 1024)):
+            with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+                store = _store(Path(tmp), inline, slots=64, read_cache_bytes=cache_bytes)
+                await store.open()
+                await _put(store, "hot", data)
+                slot = slot_for_path("hot", store.total_slots)
+
+                async def get(i: int, s: LocalStore = store, slot: int = slot) -> None:
+                    _, got = await s.read_small(slot, "hot", 1024 * 1024)
+                    assert got is not None and len(got) == 4096
+
+                await _timed(500, get)  # warm up
+                per_s = await _timed(20000, get)
+                stats = store.read_cache_stats
+                ratio = stats.hits / max(1, stats.hits + stats.misses)
+                await store.close()
+            print(f"{where} {label} {per_s:.0f} {ratio:.3f}")
+
+
+def _hex_text(n: int) -> bytes:
+    """Hex digits of random bytes: about half its size in zstd, and hard work
+    for it (no repeats, only the entropy coder gains)."""
+    return os.urandom(n // 2).hex().encode()
+
+
+def _log_lines(n: int) -> bytes:
+    """JSON log lines with varying fields: the kind of data compression is for."""
+    rng = random.Random(7)
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += (b'{"ts":%d,"level":"%s","msg":"request served","path":"/b/%08x","ms":%d}\n'
+                % (1_700_000_000_000 + i, rng.choice((b"info", b"warn", b"debug")),
+                   rng.getrandbits(32), rng.randrange(1000)))
+        i += 1
+    return bytes(out[:n])
+
+
+async def compression() -> None:
+    """PUT and GET of one 64 MiB object (in 1 MiB batches, as a streamed
+    upload arrives and a download is sent), zstd on and off. Best of three."""
+    size = 64 * 1024 * 1024
+    print("data compression put_mb_s get_mb_s disk_mib")
+    samples = (("logs", _log_lines(size)), ("hex", _hex_text(size)),
+               ("random", os.urandom(size)))
+    for kind, data in samples:
+        for label, codec, level in (("none", "none", 3), ("zstd-3", "zstd", 3),
+                                    ("zstd-1", "zstd", 1)):
+            with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+                store = _store(Path(tmp), 0, slots=4, compression=codec,
+                               compression_level=level, read_cache_bytes=0)
+                await store.open()
+                slot = slot_for_path("big", store.total_slots)
+                puts, gets = [], []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    await store.write(slot, "big", _batches(data), write_id="",
+                                      clock=time.time, precondition=None,
+                                      result_for=lambda h: {})
+                    puts.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    obj = await store.get_object(slot, "big")
+                    assert obj is not None
+                    got = 0
+                    async for chunk in store.read_object(obj, 0, size - 1):
+                        got += len(chunk)
+                    assert got == size
+                    gets.append(time.perf_counter() - start)
+                await store.collect_garbage(time.time() + 1)  # the older generations
+                disk = _part_bytes(Path(tmp))
+                await store.close()
+            mib = size / 2**20
+            print(f"{kind} {label} {mib / min(puts):.0f} {mib / min(gets):.0f} "
+                  f"{disk / 2**20:.1f}")
+
+
+def _part_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("part.*"))
+
+
+async def _batches(data: bytes, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), size):
+        yield bytes(view[i:i + size])
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "rate":
@@ -162,6 +259,10 @@ if __name__ == "__main__":
         syscalls()
     elif cmd == "slots":
         trio.run(slots)
+    elif cmd == "cache":
+        trio.run(cache)
+    elif cmd == "compression":
+        trio.run(compression)
     elif cmd == "_scenario":
         trio.run(_scenario, sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
     else:

@@ -81,6 +81,14 @@ class StorageConfig:
     max_open_slots: int = 512
     # objects up to this size live in their slot's database row (RFC 0008); 0: never
     inline_max_bytes: int = 64 * 1024
+    # memory for the bytes of small hot objects (0: no read cache), and the
+    # largest object kept there (RFC 0009)
+    read_cache_bytes: int = 32 * 1024 * 1024
+    read_cache_max_object_bytes: int = 64 * 1024
+    # new part files: "none" or "zstd" (only parts the ratio probe finds
+    # compressible), at this zstd level; existing parts stay readable either way
+    compression: str = "none"
+    compression_level: int = 3
     # superseded generations are kept this long so in-flight reads finish
     gc_grace_seconds: float = 600.0
     gc_interval_seconds: float = 60.0
@@ -281,6 +289,8 @@ INITIAL_CLUSTER_SECTION: Final = Section((
     Option("replication", REPLICATION_SECTION, "how many copies are kept"),
 ))
 
+_COMPRESSION = re.compile(r"\A(none|zstd)\Z")
+
 STORAGE_SECTION: Final = Section((
     Option("part_size_bytes", Integer(4096, 1 << 30), "size of the parts an object is cut in"),
     Option("max_object_bytes", Integer(0, 1 << 50), "largest object accepted"),
@@ -288,6 +298,13 @@ STORAGE_SECTION: Final = Section((
     Option("max_open_slots", Integer(1, 1 << 20), "slot databases kept open at once"),
     Option("inline_max_bytes", Integer(0, 1 << 20),
            "objects up to this size are stored in the slot database, not in files (0: never)"),
+    Option("read_cache_bytes", Integer(0, 1 << 40),
+           "memory for the bytes of small hot objects (0: no read cache)"),
+    Option("read_cache_max_object_bytes", Integer(0, 1 << 30),
+           "largest object kept in the read cache"),
+    Option("compression", Text(_COMPRESSION, "none or zstd"),
+           "how new part files are stored: none, or zstd when the probe finds them compressible"),
+    Option("compression_level", Integer(1, 22), "zstd level of compressed parts"),
     Option("gc_grace_seconds", Number(0, 1e9), "how long superseded data stays readable"),
     Option("gc_interval_seconds", Number(0.01, 1e9), "how often garbage is collected"),
 ))

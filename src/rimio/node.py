@@ -97,6 +97,9 @@ class Node:
             io_threads=storage.io_threads,
             max_open_slots=storage.max_open_slots,
             inline_max_bytes=storage.inline_max_bytes,
+            read_cache_bytes=storage.read_cache_bytes,
+            read_cache_max_object_bytes=storage.read_cache_max_object_bytes,
+            compression=storage.compression, compression_level=storage.compression_level,
         )
         self.address: Address = config.spec.advertise_addr
         # Built by `__aenter__`, once the address is final.

@@ -7,11 +7,13 @@ row per part, and `pending` rows that mark a write in progress so start-up
 can remove what an interrupted write left behind. A part row either names a
 part file (`local_path`) or, for a small object, holds the part's bytes
 itself (`inline_data`, with `local_path` NULL), committed in the same
-transaction as its head. `write_results` remembers the first answer to each
-`X-Rimio-Write-Id`.
+transaction as its head. A part file's row says how the file is stored
+(`compression`: NULL or 'zstd') and, when compressed, its size on disk
+(`stored_bytes`; `size_bytes` is always the logical size). `write_results`
+remembers the first answer to each `X-Rimio-Write-Id`.
 
-Schema version 2 added `inline_data`; a version-1 database is migrated when
-it is opened (one ALTER TABLE, in one transaction).
+Schema version 2 added `inline_data`, version 3 `stored_bytes`; an older
+database is migrated when it is opened (ALTER TABLEs, in one transaction).
 
 Methods block; the caller runs them in a worker thread and holds `lock`.
 """
@@ -33,7 +35,7 @@ from rimio.core.head import Head, beats
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck
 from rimio.storage.parts import PartRecord, fsync_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_entries (
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS file_entries (
     compression   TEXT,
     created_at    REAL    NOT NULL,
     superseded_at REAL,
-    inline_data   BLOB
+    inline_data   BLOB,
+    stored_bytes  INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS fe_current ON file_entries(path) WHERE is_current = 1;
 CREATE INDEX IF NOT EXISTS fe_path_gen ON file_entries(path, generation);
@@ -73,6 +76,7 @@ CREATE TABLE IF NOT EXISTS write_results (
 # From each older schema version: the statements that bring it to the next.
 _MIGRATIONS = {
     1: "ALTER TABLE file_entries ADD COLUMN inline_data BLOB;",
+    2: "ALTER TABLE file_entries ADD COLUMN stored_bytes INTEGER;",
 }
 
 # Builds the head of a write once its generation is known, with the answer to
@@ -181,13 +185,15 @@ class SlotMeta:
         """The part rows of `head`; inline parts carry their bytes when `with_data`."""
         data = "inline_data" if with_data else "NULL"
         rows = self._db.execute(
-            f"SELECT part_index, sha256, size_bytes, local_path, {data} FROM file_entries "
+            f"SELECT part_index, sha256, size_bytes, local_path, {data}, compression, stored_bytes"
+            " FROM file_entries "
             "WHERE path = ? AND generation = ? AND entry_kind = 'part' AND head_sha256 = ? "
             "ORDER BY part_index",
             (head.path, head.generation, head.sha256),
         ).fetchall()
         return [PartRecord(int(r[0]), r[1], int(r[2]), r[3],
-                           None if r[4] is None else bytes(r[4])) for r in rows]
+                           None if r[4] is None else bytes(r[4]), r[5],
+                           None if r[6] is None else int(r[6])) for r in rows]
 
     def inline_range(self, head: Head, index: int, offset: int, length: int) -> bytes | None:
         """`length` bytes at `offset` of inline part `index` of `head` (None: no such row)."""
@@ -350,10 +356,11 @@ class SlotMeta:
             )
             db.executemany(
                 "INSERT INTO file_entries (path, generation, entry_kind, part_index, head_sha256,"
-                " sha256, size_bytes, local_path, inline_data, created_at)"
-                " VALUES (?, ?, 'part', ?, ?, ?, ?, ?, ?, ?)",
+                " sha256, size_bytes, local_path, inline_data, compression, stored_bytes,"
+                " created_at) VALUES (?, ?, 'part', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(head.path, head.generation, p.index, head.sha256, p.sha256, p.size_bytes,
-                  p.local_path, p.data if p.inline else None, now) for p in parts],
+                  p.local_path, p.data if p.inline else None, p.compression, p.stored_bytes,
+                  now) for p in parts],
             )
             self._record_result(head, result, now)
             db.execute("COMMIT")

@@ -11,6 +11,10 @@ directory chain costs no fsync on the next write.
 Objects small enough to live in the slot's SQLite row (see meta.py) have
 part records without a file: `local_path` is None and `data` holds the bytes
 (when they were loaded).
+
+A part file may be zstd-compressed (storage/compression.py decides, part by
+part); its name and sha256 stay those of the uncompressed bytes, and its
+record says how it is stored and how large the file is.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+
+from rimio.storage.compression import NO_COMPRESSION, CompressionPolicy, identify_part
 
 TEMP_PREFIX = ".tmp-"
 
@@ -37,10 +43,19 @@ class PartRecord:
     # an inline part's bytes, when loaded (None for part files, and for inline
     # parts read without their bytes)
     data: bytes | None = None
+    # how the part file is stored: None (as it is) or 'zstd'
+    compression: str | None = None
+    # the part file's size when it differs from `size_bytes` (compressed)
+    stored_bytes: int | None = None
 
     @property
     def inline(self) -> bool:
         return self.local_path is None
+
+    @property
+    def file_bytes(self) -> int:
+        """The size the part's file has on disk."""
+        return self.size_bytes if self.stored_bytes is None else self.stored_bytes
 
 
 def fsync_dir(path: Path) -> None:
@@ -149,11 +164,13 @@ class ObjectWriter:
 
     `write` may be called with chunks of any size; parts are cut at
     `part_size`. `finish` seals the last part and returns the records;
-    `abort` removes every file this writer created.
+    `abort` removes every file this writer created. `compression` decides,
+    part by part, whether a part file is stored compressed.
     """
 
     def __init__(self, slot_dir: Path, gen_dir_rel: str, part_size: int, *,
-                 hash_object: bool = True) -> None:
+                 hash_object: bool = True,
+                 compression: CompressionPolicy = NO_COMPRESSION) -> None:
         # hash_object=False: the caller hashes the whole object itself (in
         # parallel); `finish` then reports an empty etag.
         self._slot_dir = slot_dir
@@ -169,6 +186,9 @@ class ObjectWriter:
         self._fd: int | None = None
         self._part_hash = hashlib.sha256()
         self._part_len = 0
+        self._compression = compression
+        self._encoder = compression.encoder()
+        self._stored_len = 0  # bytes of the current part's file
         self._dir_ready = False
 
     @property
@@ -182,10 +202,7 @@ class ObjectWriter:
                 self._open_part()
             room = self._part_size - self._part_len
             chunk = view[:room]
-            assert self._fd is not None
-            written = 0
-            while written < len(chunk):
-                written += os.write(self._fd, chunk[written:])
+            self._write_file(self._encoder.feed(chunk))
             self._part_hash.update(chunk)
             if self._object_hash is not None:
                 self._object_hash.update(chunk)
@@ -222,6 +239,14 @@ class ObjectWriter:
         remove_dirs(dirs)  # only the empty ones: nobody else uses them
         self._created_dirs = []
 
+    def _write_file(self, data: bytes | memoryview) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            written += os.write(self._fd, view[written:])
+        self._stored_len += written
+
     def _open_part(self) -> None:
         if not self._dir_ready:
             self._created_dirs = ensure_dir(self._gen_dir)
@@ -230,9 +255,13 @@ class ObjectWriter:
         self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._part_hash = hashlib.sha256()
         self._part_len = 0
+        self._encoder = self._compression.encoder()
+        self._stored_len = 0
 
     def _seal_part(self) -> None:
         assert self._fd is not None and self._temp is not None
+        self._write_file(self._encoder.finish())
+        compression, stored = self._encoder.compression, self._stored_len
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
@@ -240,16 +269,20 @@ class ObjectWriter:
         sha = self._part_hash.hexdigest()
         name = part_name(index, sha)
         final = self._gen_dir / name
-        if final.exists():
-            # Same content at the same place: a retry; reuse the existing file.
+        existing = identify_part(final, sha, self._part_len) if final.exists() else None
+        if existing is not None:
+            # Same content at the same place: a retry; reuse the existing file,
+            # stored as it was (the compression setting may have changed since).
             os.unlink(self._temp)
+            compression, stored = existing
         else:
+            # New, or a damaged file in the way: ours replaces it.
             os.rename(self._temp, final)
             self._created.append(final)
         self._temp = None
-        self._records.append(
-            PartRecord(index, sha, self._part_len, f"{self._gen_rel}/{name}")
-        )
+        self._records.append(PartRecord(
+            index, sha, self._part_len, f"{self._gen_rel}/{name}", compression=compression,
+            stored_bytes=None if compression is None else stored))
 
 
 def read_range(path: Path, offset: int, length: int) -> bytes:

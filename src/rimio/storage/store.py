@@ -4,9 +4,11 @@ Owns the slot directories on the configured disks, one `SlotMeta` per slot
 (opened lazily and kept open), the worker-thread limiter through which every
 blocking call goes, how the steps of a write (storage/writes.py) are spread
 over worker threads, which objects are small enough to live inline in their
-slot's SQLite row, start-up recovery of interrupted writes, and garbage
-collection of superseded generations. Nothing here knows about HTTP or about
-other nodes.
+slot's SQLite row, whether new part files are compressed, the read cache of
+small hot objects (invisible above this class: reads check the current head
+in SQLite and take cached bytes only for that head), start-up recovery of
+interrupted writes, and garbage collection of superseded generations.
+Nothing here knows about HTTP or about other nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import errno
 import hashlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -33,6 +35,13 @@ from rimio.core.errors import (
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
 from rimio.core.writes import CommitOutcome, Precondition, WriteReport
+from rimio.storage.cache import (
+    DEFAULT_READ_CACHE_BYTES,
+    DEFAULT_READ_CACHE_MAX_OBJECT_BYTES,
+    ReadCache,
+    ReadCacheStats,
+)
+from rimio.storage.compression import DEFAULT_LEVEL, NONE, CompressionPolicy, PartReader, read_part
 from rimio.storage.disk import check_disk_usable
 from rimio.storage.meta import PendingWrite, SlotMeta
 from rimio.storage.parts import (
@@ -40,7 +49,6 @@ from rimio.storage.parts import (
     PartRecord,
     ensure_dir,
     prune_empty_dirs,
-    read_range,
     remove_files,
 )
 from rimio.storage.slot_cache import SlotCache, SlotCacheStats
@@ -73,12 +81,20 @@ class StoredObject:
 class LocalStore:
     """The node's disks. `inline_max_bytes`: objects up to this size (capped at
     `part_size`, so an inline object is one part) are stored in their slot's
-    SQLite row; 0 stores every object in part files."""
+    SQLite row; 0 stores every object in part files. `read_cache_bytes`: the
+    memory kept for the bytes of small hot objects (0: no cache), each at most
+    `read_cache_max_object_bytes`. `compression` 'zstd' compresses new part
+    files that the probe finds compressible, at `compression_level`; 'none'
+    (the default) writes them as they are. Parts are read whatever the setting."""
 
     def __init__(
         self, disks: Sequence[Path], *, total_slots: int, part_size: int, io_threads: int = 8,
         max_open_slots: int = DEFAULT_MAX_OPEN_SLOTS,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+        read_cache_bytes: int = DEFAULT_READ_CACHE_BYTES,
+        read_cache_max_object_bytes: int = DEFAULT_READ_CACHE_MAX_OBJECT_BYTES,
+        compression: str = NONE,
+        compression_level: int = DEFAULT_LEVEL,
     ) -> None:
         if not disks:
             raise ConfigError("a node needs at least one disk")
@@ -88,6 +104,8 @@ class LocalStore:
         self.total_slots = total_slots
         self.part_size = part_size
         self.inline_max_bytes = min(inline_max_bytes, part_size)
+        self.compression = CompressionPolicy(compression, compression_level)
+        self.read_cache = ReadCache(read_cache_bytes, read_cache_max_object_bytes)
         self._limiter = trio.CapacityLimiter(io_threads)
         self._slot_dirs: dict[int, Path] = {}
         self._cache = SlotCache(self.slot_dir, max_open=max_open_slots,
@@ -98,6 +116,11 @@ class LocalStore:
     def slot_stats(self) -> SlotCacheStats:
         """How often slot databases were opened, created and evicted so far."""
         return self._cache.stats()
+
+    @property
+    def read_cache_stats(self) -> ReadCacheStats:
+        """Hits, misses and the size of the read cache so far."""
+        return self.read_cache.stats()
 
     # -- life cycle -----------------------------------------------------------
 
@@ -203,19 +226,22 @@ class LocalStore:
             if part.local_path is None:
                 yield await self._inline_range(obj, part, span.offset, span.length)
                 continue
-            path = obj.slot_dir / part.local_path
-            offset, remaining = span.offset, span.length
-            while remaining > 0:
-                n = min(READ_CHUNK, remaining)
-                try:
-                    data = await self._thread(read_range, path, offset, n)
-                except FileNotFoundError:
-                    raise StorageCorrupt(f"part file {part.local_path} is missing") from None
-                if len(data) != n:
-                    raise StorageCorrupt(f"part file {part.local_path} is truncated")
-                yield data
-                offset += n
-                remaining -= n
+            try:
+                reader = await self._thread(PartReader, obj.slot_dir / part.local_path,
+                                            part.compression, span.offset)
+            except FileNotFoundError:
+                raise StorageCorrupt(f"part file {part.local_path} is missing") from None
+            try:
+                remaining = span.length
+                while remaining > 0:
+                    n = min(READ_CHUNK, remaining)
+                    data = await self._thread(reader.read, n)
+                    if len(data) != n:
+                        raise StorageCorrupt(f"part file {part.local_path} is truncated")
+                    yield data
+                    remaining -= n
+            finally:
+                reader.close()
 
     async def _inline_range(self, obj: StoredObject, part: PartRecord, offset: int,
                             length: int) -> bytes:
@@ -236,7 +262,7 @@ class LocalStore:
                 if p.local_path is None:
                     continue  # inline: its bytes are in the row that names it
                 try:
-                    if os.stat(obj.slot_dir / p.local_path).st_size != p.size_bytes:
+                    if os.stat(obj.slot_dir / p.local_path).st_size != p.file_bytes:
                         return f"part file {p.local_path} has the wrong size"
                 except FileNotFoundError:
                     return f"part file {p.local_path} is missing"
@@ -300,12 +326,17 @@ class LocalStore:
         in_row = isinstance(content, bytes) and len(content) <= self.inline_max_bytes
         seq = LocalWrite(slot, path, self.slot_dir(slot), self.part_size, tombstone=tombstone,
                          write_id=write_id, precondition=precondition, result_for=result_for,
-                         generation=generation, hash_object=not streamed, in_row=in_row)
-        if isinstance(content, bytes):
-            return await self._with_slot(slot, _on_disk(seq.run), content, clock())
-        if isinstance(content, Tombstone):
-            return await self._with_slot(slot, _on_disk(seq.run), None, clock())
-        return await self._write_stream(seq, content, clock)
+                         generation=generation, hash_object=not streamed, in_row=in_row,
+                         compression=self.compression)
+        try:
+            if isinstance(content, bytes):
+                return await self._with_slot(slot, _on_disk(seq.run), content, clock())
+            if isinstance(content, Tombstone):
+                return await self._with_slot(slot, _on_disk(seq.run), None, clock())
+            return await self._write_stream(seq, content, clock)
+        finally:
+            # Frees memory early; reads stay correct without it (storage/cache.py).
+            self.read_cache.invalidate(slot, path)
 
     async def _write_stream(self, seq: LocalWrite, batches: AsyncIterable[bytes],
                             clock: Callable[[], float]) -> WriteReport:
@@ -355,7 +386,10 @@ class LocalStore:
 
     async def read_small(self, slot: int, path: str,
                          max_bytes: int) -> tuple[StoredObject | None, bytes | None]:
-        """The current object and, when it is at most `max_bytes`, its bytes (one hop)."""
+        """The current object and, when it is at most `max_bytes`, its bytes (one hop).
+
+        The current head always comes from SQLite; the read cache may then
+        supply the parts and bytes of that very head."""
 
         def run() -> tuple[StoredObject | None, bytes | None]:
             with self._cache.acquire(slot) as meta:
@@ -363,33 +397,44 @@ class LocalStore:
                 if head is None:
                     return None, None
                 wanted = not head.deleted and head.size_bytes <= max_bytes
+                cached = self.read_cache.get(slot, head) if head.kind == "meta" else None
+                if cached is not None:
+                    if not wanted:
+                        return StoredObject(head, cached.parts, self.slot_dir(slot)), None
+                    return (StoredObject(head, _inline_loaded(cached.parts, cached.data,
+                                                              head.part_size),
+                                         self.slot_dir(slot)), cached.data)
                 parts = (tuple(meta.parts_of(head, with_data=wanted)) if head.kind == "meta"
                          else ())
             obj = StoredObject(head, parts, self.slot_dir(slot))
             if not wanted or len(parts) != head.part_count:
                 return obj, None
-            chunks = []
-            for p in parts:
-                if p.local_path is None:
-                    if p.data is None or len(p.data) != p.size_bytes:
-                        raise StorageCorrupt(f"{path}: inline part {p.index} has the wrong size")
-                    chunks.append(p.data)
-                    continue
-                try:
-                    with open(obj.slot_dir / p.local_path, "rb") as f:
-                        chunk = f.read()
-                except FileNotFoundError:
-                    raise StorageCorrupt(f"part file {p.local_path} is missing") from None
-                if len(chunk) != p.size_bytes:
-                    raise StorageCorrupt(f"part file {p.local_path} has the wrong size")
-                chunks.append(chunk)
-            return obj, b"".join(chunks)
+            data = b"".join(self._part_bytes(obj, p) for p in parts)
+            if self.read_cache.fits(len(data)):
+                bare = tuple(replace(p, data=None) if p.data is not None else p for p in parts)
+                self.read_cache.put(slot, head, bare, data)
+            return obj, data
 
         obj, data = await self._thread(run)
         if obj is not None and len(obj.parts) != obj.head.part_count:
             raise StorageCorrupt(f"{path}: head names {obj.head.part_count} parts, "
                                  f"{len(obj.parts)} are recorded")
         return obj, data
+
+    @staticmethod
+    def _part_bytes(obj: StoredObject, p: PartRecord) -> bytes:
+        """The whole content of one part (in a worker thread), checked against its size."""
+        if p.local_path is None:
+            if p.data is None or len(p.data) != p.size_bytes:
+                raise StorageCorrupt(f"{obj.head.path}: inline part {p.index} has the wrong size")
+            return p.data
+        try:
+            chunk = read_part(obj.slot_dir / p.local_path, p.compression)
+        except FileNotFoundError:
+            raise StorageCorrupt(f"part file {p.local_path} is missing") from None
+        if len(chunk) != p.size_bytes:
+            raise StorageCorrupt(f"part file {p.local_path} has the wrong size")
+        return chunk
 
     def _discard_pending_sync(self, slot: int, meta: SlotMeta, pending: PendingWrite) -> None:
         """Remove the files of an interrupted write that no committed head uses."""
@@ -417,11 +462,22 @@ class LocalStore:
                     files: list[str] = []
                     for path, gen, sha in victims:
                         files.extend(meta.forget_head(path, gen, sha))
+                        # A superseded head is never served from the cache (the
+                        # current head would not match); this only frees memory.
+                        self.read_cache.invalidate(slot, path, sha)
                 remove_files(self.slot_dir(slot), files)
                 return len(victims)
 
             removed += await self._thread(sweep)
         return removed
+
+
+def _inline_loaded(parts: tuple[PartRecord, ...], data: bytes,
+                   part_size: int) -> tuple[PartRecord, ...]:
+    """`parts` with each inline part's bytes taken from the object's `data`, as
+    a read that loads them from SQLite returns them (ranges need no second hop)."""
+    return tuple(replace(p, data=data[p.index * part_size:p.index * part_size + p.size_bytes])
+                 if p.inline else p for p in parts)
 
 
 async def _together(*jobs: Callable[[], Awaitable[object]]) -> None:

@@ -11,6 +11,10 @@ same steps, in this order:
 4. unless the head was applied: remove the files first, then drop the
    marker (a crash in between still finds the marker).
 
+Compression (storage/compression.py) happens inside step 2, part by part,
+and changes nothing in the order: a compressed part is written, fsynced and
+renamed like any other.
+
 A write that creates no file (a tombstone, or an object of at most the
 store's inline limit, whose bytes go in its part row) needs neither the
 marker nor step 4: steps 1 and 3 are one transaction (checks, generation,
@@ -32,6 +36,7 @@ from typing import Any
 from rimio.core.head import Head
 from rimio.core.paths import disk_segments
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck, WriteReport
+from rimio.storage.compression import NO_COMPRESSION, CompressionPolicy
 from rimio.storage.meta import PendingWrite, SlotMeta
 from rimio.storage.parts import ObjectWriter, PartRecord
 
@@ -68,6 +73,7 @@ class LocalWrite:
         generation: int | None = None,
         hash_object: bool = True,
         in_row: bool = False,
+        compression: CompressionPolicy = NO_COMPRESSION,
     ) -> None:
         self.slot = slot
         self.path = path
@@ -85,6 +91,8 @@ class LocalWrite:
         self._hash_object = hash_object
         # True: no files (a tombstone, or bytes that live in the part row).
         self._in_row = in_row or tombstone
+        # Whether part files are compressed (decided part by part).
+        self._compression = compression
         self._pending: PendingWrite | None = None
         self._writer: ObjectWriter | None = None
 
@@ -106,7 +114,8 @@ class LocalWrite:
         self._pending = meta.begin_pending(self.path, blob_dir, now, self._generation)
         if not self._tombstone:
             self._writer = ObjectWriter(self._slot_dir, self._pending.gen_dir, self._part_size,
-                                        hash_object=self._hash_object)
+                                        hash_object=self._hash_object,
+                                        compression=self._compression)
         return None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
