@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -13,6 +15,16 @@ def tests(session: nox.Session) -> None:
     """The whole suite; pass pytest options after `--`, e.g. `-- -m "not process"`."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests with many more examples: schemathesis against a live
+    node, hypothesis against the config parser. `FUZZ_EXAMPLES` (default 500
+    here, 25 in the ordinary suite) is the count per operation or property."""
+    session.install("-e", ".[test]")
+    examples = os.environ.get("FUZZ_EXAMPLES", "500")
+    session.run("pytest", "tests/fuzz", *session.posargs, env={"FUZZ_EXAMPLES": examples})
 
 
 @nox.session

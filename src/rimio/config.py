@@ -49,7 +49,7 @@ class Address:
             raise ConfigError(f"{where}: expected 'host:port', got {text!r}")
         host, sep, port_text = text.rpartition(":")
         host = host.strip("[]")
-        if not sep or not host or not port_text.isdigit():
+        if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
             raise ConfigError(f"{where}: expected 'host:port', got {text!r}")
         port = int(port_text)
         if not 0 <= port <= 65535:
@@ -96,8 +96,32 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """The HTTP server's limits (RFC 0006 section 7); `api/limits` enforces
+    the per-request ones, hypercorn the per-connection ones."""
+
     graceful_timeout_seconds: float = 10.0
     max_header_bytes: int = 16 * 1024
+    # A connection gets this long to deliver a complete request head, counted
+    # from accept or from the end of the previous answer.
+    header_timeout_seconds: float = 10.0
+    # An idle keep-alive connection is closed after this long. hypercorn times
+    # idleness and header arrival with one timer: the smaller value is used.
+    idle_timeout_seconds: float = 30.0
+    # An upload slower than this (averaged over the time the node waited for
+    # it, after the grace window) is cut off with 408 and its connection closed.
+    min_body_rate_bytes_per_second: int = 1024
+    body_rate_grace_seconds: float = 10.0
+    # Requests served at once; more are answered 503 with Retry-After.
+    max_inflight_requests: int = 1024
+    # Connections to other nodes for forwarded requests and listings, and how
+    # long a request waits for one before it is answered 503.
+    forward_pool_connections: int = 64
+    forward_pool_timeout_seconds: float = 5.0
+
+    @property
+    def keep_alive_timeout(self) -> float:
+        """hypercorn's one timer for both idle connections and request heads."""
+        return min(self.header_timeout_seconds, self.idle_timeout_seconds)
 
 
 class Scope(enum.Enum):
@@ -312,6 +336,20 @@ STORAGE_SECTION: Final = Section((
 SERVER_SECTION: Final = Section((
     Option("graceful_timeout_seconds", Number(0, 3600), "time requests get to finish on stop"),
     Option("max_header_bytes", Integer(1024, 1 << 20), "largest request head accepted"),
+    Option("header_timeout_seconds", Number(0.1, 3600),
+           "time a connection gets to send a complete request head"),
+    Option("idle_timeout_seconds", Number(0.1, 86400),
+           "idle keep-alive connections are closed after this long"),
+    Option("min_body_rate_bytes_per_second", Integer(0, 1 << 30),
+           "slower uploads are cut off after the grace window (0: never)"),
+    Option("body_rate_grace_seconds", Number(0, 3600),
+           "time an upload gets before its rate is enforced"),
+    Option("max_inflight_requests", Integer(1, 1 << 20),
+           "requests served at once; more are answered 503"),
+    Option("forward_pool_connections", Integer(1, 4096),
+           "connections to other nodes for forwarded requests"),
+    Option("forward_pool_timeout_seconds", Number(0.01, 3600),
+           "how long a forwarded request waits for a pooled connection"),
 ))
 
 

@@ -30,6 +30,7 @@ from hypercorn.trio import serve
 from rimio.api.access import with_access
 from rimio.api.app import NodeView, create_app
 from rimio.api.inflight import InFlight
+from rimio.api.limits import RequestLimits
 from rimio.cluster.membership import MembershipService
 from rimio.cluster.peers import PeerClient
 from rimio.config import Address, NodeConfig, load_keyring
@@ -141,7 +142,9 @@ class Node:
             transport = self._build_transport()
             stack.push_async_callback(transport.aclose)  # after the nursery is gone
             membership = self._build_membership(transport, incarnation)
-            peers = PeerClient(self.keyring)
+            server = self.config.cluster.server
+            peers = PeerClient(self.keyring, max_connections=server.forward_pool_connections,
+                               pool_timeout=server.forward_pool_timeout_seconds)
             stack.push_async_callback(peers.aclose)
             objects = ObjectService(self.config, self.store, peers=peers, liveness=membership)
             view = NodeView(
@@ -154,9 +157,13 @@ class Node:
                 max_frame_size=self.config.cluster.swim_config().max_frame_size,
             )
             self.membership, self.objects = membership, objects
+            limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,
+                                    min_body_rate=server.min_body_rate_bytes_per_second,
+                                    body_grace=server.body_rate_grace_seconds)
             access = self.config.cluster.access
-            self._inflight = InFlight(with_access(create_app(view),
-                                                  access.tokens if access else None))
+            # Access control outside the limits: a request without a valid
+            # token is refused before it takes an in-flight slot.
+            self._inflight = InFlight(with_access(limited, access.tokens if access else None))
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(self._serve, self._inflight, self._hypercorn_config(listener))
             await nursery.start(self._run_background, membership)
@@ -251,6 +258,7 @@ class Node:
             bind=[f"fd://{listener.detach()}"],
             graceful_timeout=server.graceful_timeout_seconds,
             h11_max_incomplete_size=server.max_header_bytes,
+            keep_alive_timeout=server.keep_alive_timeout,
             accesslog=None,
             errorlog=logging.getLogger("rimio.http"),
             include_server_header=False,

@@ -29,7 +29,8 @@ class BlobHandlers:
     async def list_blobs(self) -> Response:
         args = request.args
         limit_text = args.get("limit", str(DEFAULT_LIST_LIMIT))
-        if not limit_text.isdigit() or len(limit_text) > 9:
+        # ASCII digits only: int() refuses some characters isdigit() accepts ("²")
+        if not (limit_text.isascii() and limit_text.isdigit()) or len(limit_text) > 9:
             raise BadRequest("limit must be a positive integer")
         include = _BOOLEANS.get(args.get("include_deleted", "false").lower())
         if include is None:

@@ -49,7 +49,8 @@ STATUS: dict[type[RimioError], int] = {
     PayloadTooLarge: 413,
     RangeNotSatisfiable: 416,
     StorageCorrupt: 500,
-    DiskError: 500,
+    # An I/O error of this node's disk: another node (or a later try) may serve it.
+    DiskError: 503,
     QuorumLost: 503,
     ShuttingDown: 503,
     Busy: 503,
@@ -89,6 +90,8 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     headers = {}
     if isinstance(err, RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{err.size}"
+    if isinstance(err, Busy):
+        headers["Retry-After"] = "1"
     if status >= 500:
         log.warning("%s: %s", err.code, err.message)
     return ErrorAnswer(status, error_body(err.code, err.message), headers)

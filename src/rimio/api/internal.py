@@ -124,7 +124,8 @@ class InternalHandlers:
         await self.authenticated_body()
         args = request.args
         limit_text = args.get("limit", "1000")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT + 1:
+        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9
+        if not digits or not 1 <= int(limit_text) <= MAX_LIST_LIMIT + 1:
             raise BadRequest("limit out of range")
         found = await self._node.objects.local_heads(args.get("prefix", ""), args.get("after"),
                                                      int(limit_text))

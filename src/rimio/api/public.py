@@ -9,6 +9,7 @@ from quart import Blueprint, Response, request
 
 from rimio.api.blobs import BlobHandlers
 from rimio.api.http import json_response
+from rimio.api.openapi import OPENAPI_PATH, openapi_json
 from rimio.core.errors import BadRequest
 from rimio.ops.objects import ObjectService
 
@@ -48,11 +49,16 @@ class NodeHandlers:
                               "slot_epoch": res.slot_epoch})
 
 
+async def openapi() -> Response:
+    return Response(openapi_json(), status=200, content_type="application/json")
+
+
 def public_routes(node: PublicNode) -> Blueprint:
     bp = Blueprint("public", __name__)
     handlers = NodeHandlers(node)
     bp.add_url_rule("/api/v1/healthz", "healthz", handlers.healthz, methods=["GET"])
     bp.add_url_rule("/api/v1/nodes", "nodes", handlers.nodes, methods=["GET"])
     bp.add_url_rule("/api/v1/slots/resolve", "resolve", handlers.resolve, methods=["GET"])
+    bp.add_url_rule(OPENAPI_PATH, "openapi", openapi, methods=["GET"])
     bp.register_blueprint(BlobHandlers(node.objects).blueprint())
     return bp

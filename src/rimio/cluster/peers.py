@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from rimio.core.errors import MalformedHead, QuorumLost
+from rimio.core.errors import Busy, MalformedHead, QuorumLost
 from rimio.core.head import Head
 from rimio.core.keyring import KeyRing
 from rimio.net.http import signed_headers
@@ -66,12 +66,21 @@ def forward_headers(headers: Iterable[tuple[str, str]], via: str) -> dict[str, s
     return out
 
 
+class ForwardPoolExhausted(Busy):
+    """Every pooled connection to other nodes stayed busy for the pool timeout."""
+
+
 class PeerClient:
+    """`max_connections` bounds the connections to other nodes (forwarded
+    requests and listings share them); a request that waits `pool_timeout`
+    seconds for one is refused with `ForwardPoolExhausted` (503)."""
+
     def __init__(self, keyring: KeyRing | None, *, connect_timeout: float = 2.0,
-                 read_timeout: float = 60.0, max_connections: int = 64) -> None:
+                 read_timeout: float = 60.0, max_connections: int = 64,
+                 pool_timeout: float = 5.0) -> None:
         self._keyring = keyring
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=pool_timeout),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
         )
@@ -95,6 +104,8 @@ class PeerClient:
             resp = await self._client.get(f"http://{address}{target}",
                                           headers=signed_headers(self._keyring, "GET", target,
                                                                  b"", destination=node_id))
+        except httpx.PoolTimeout:
+            raise ForwardPoolExhausted("every connection to other nodes is busy") from None
         except httpx.HTTPError as exc:
             raise QuorumLost(f"listing needs {address}, which is unreachable "
                              f"({type(exc).__name__})") from None
@@ -121,6 +132,8 @@ class PeerClient:
                                          headers=sent_headers, content=body)
         try:
             upstream = await self._client.send(req, stream=True)
+        except httpx.PoolTimeout:
+            raise ForwardPoolExhausted("every connection to other nodes is busy") from None
         except httpx.HTTPError as exc:
             raise QuorumLost(f"the node holding this object ({address}) is unreachable "
                              f"({type(exc).__name__})") from None

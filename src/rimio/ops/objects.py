@@ -26,7 +26,15 @@ from rimio.core.paths import normalize_path
 from rimio.core.placement import replicas_for_slot
 from rimio.core.slots import slot_for_path
 from rimio.core.writes import MUST_EXIST, CommitOutcome, Precondition, WriteReport
-from rimio.errors import BadRequest, Gone, NotFound, PayloadTooLarge, PreconditionFailed, QuorumLost
+from rimio.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    QuorumLost,
+)
 from rimio.ops.cursor import decode_cursor, encode_cursor
 from rimio.ops.liveness import EveryoneReachable, Liveness
 from rimio.storage.store import LocalStore, StoredObject
@@ -65,6 +73,21 @@ class PutRequest:
 class WriteOutcome:
     result: dict[str, Any]
     replay: bool
+
+
+# The key of a recorded write result that names its operation ("put" or
+# "delete"): a write id is bound to the operation that first used it. It is
+# kept with the result in storage and never shown to the client.
+OPERATION = "operation"
+
+
+def operation_of(result: dict[str, Any]) -> str:
+    """The operation a recorded write result answered (results recorded
+    before operations were, are told apart by their shape)."""
+    recorded = result.get(OPERATION)
+    if isinstance(recorded, str):
+        return recorded
+    return "delete" if result.get("deleted") else "put"
 
 
 def validate_write_id(write_id: str | None) -> str | None:
@@ -143,24 +166,30 @@ class ObjectService:
             precondition=req.precondition, result_for=self._put_result)
         if report.outcome is CommitOutcome.PRECONDITION_FAILED:
             raise PreconditionFailed("the object does not match the request's precondition")
-        return self._answer(report)
+        return self._answer(report, "put")
 
     @staticmethod
     def _put_result(head: Head) -> dict[str, Any]:
         return {"path": head.path, "slot_id": head.slot_id, "generation": head.generation,
-                "etag": head.etag, "size_bytes": head.size_bytes, "committed_replicas": 1}
+                "etag": head.etag, "size_bytes": head.size_bytes, "committed_replicas": 1,
+                OPERATION: "put"}
 
     @staticmethod
     def _delete_result(head: Head) -> dict[str, Any]:
         return {"path": head.path, "slot_id": head.slot_id, "generation": head.generation,
-                "deleted": True, "committed_replicas": 1}
+                "deleted": True, "committed_replicas": 1, OPERATION: "delete"}
 
     @staticmethod
-    def _answer(report: WriteReport) -> WriteOutcome:
+    def _answer(report: WriteReport, operation: str) -> WriteOutcome:
         assert report.result is not None
+        replay = report.outcome is CommitOutcome.REPLAY
+        if replay and operation_of(report.result) != operation:
+            raise Conflict(f"this X-Rimio-Write-Id was used by a {operation_of(report.result)} "
+                           f"of this path; a {operation} needs a new one")
+        result = {k: v for k, v in report.result.items() if k != OPERATION}
         # SUPERSEDED: a concurrent write with a higher generation won; ours is
         # acknowledged as written and already overwritten, like any older write.
-        return WriteOutcome(report.result, replay=report.outcome is CommitOutcome.REPLAY)
+        return WriteOutcome(result, replay=replay)
 
     @staticmethod
     async def _whole_body(body: AsyncIterator[bytes], content_length: int) -> bytes:
@@ -204,8 +233,10 @@ class ObjectService:
             if report.current is None:
                 raise NotFound(f"{res.path} does not exist")
             # Already deleted: the same answer as the delete that did it.
-            return WriteOutcome(self._delete_result(report.current), replay=False)
-        return self._answer(report)
+            result = self._delete_result(report.current)
+            del result[OPERATION]
+            return WriteOutcome(result, replay=False)
+        return self._answer(report, "delete")
 
     # -- reads ------------------------------------------------------------------
 

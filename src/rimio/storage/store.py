@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -146,7 +147,7 @@ class LocalStore:
                 raise ConfigError(f"disk {disk} is not writable: {exc.strerror or exc}") from None
         for disk in self._disks:
             for entry in os.scandir(disk / "slots"):
-                if entry.is_dir() and entry.name.isdigit():
+                if entry.is_dir() and entry.name.isascii() and entry.name.isdigit():
                     slot = int(entry.name)
                     if slot < self.total_slots and slot not in self._slot_dirs:
                         self._slot_dirs[slot] = Path(entry.path)
@@ -162,7 +163,19 @@ class LocalStore:
     # -- plumbing ---------------------------------------------------------------
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        """`fn(*args)` in a worker thread. The storage boundary: SQLite and OS
+        errors leave as the storage error they mean (a missing file passes
+        through, for the caller to call it corruption)."""
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # a bug of ours, not of the disk
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _disk_error(exc) from exc
 
     def slot_dir(self, slot: int) -> Path:
         known = self._slot_dirs.get(slot)
@@ -519,3 +532,20 @@ def _disk_error(exc: OSError) -> RimioError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("the disk is full")
     return DiskError(f"disk error: {exc.strerror or exc}")
+
+
+_SQLITE_FULL = {sqlite3.SQLITE_FULL}
+_SQLITE_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def _sqlite_error(exc: sqlite3.Error) -> RimioError:
+    """What a SQLite error means for the client: a full disk (507), a damaged
+    database (corruption), or an I/O error this node cannot serve through (503).
+    The primary result code is the low byte of SQLite's extended code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary in _SQLITE_FULL or "database or disk is full" in str(exc):
+        return InsufficientStorage("the disk is full")
+    if primary in _SQLITE_CORRUPT:
+        return StorageCorrupt(f"a slot database is damaged: {exc}")
+    return DiskError(f"database error: {exc}")
