@@ -3,12 +3,12 @@ opens, memory per open database, and the write rate inline vs part files.
 
     python benchmarks/storage_costs.py rate      # PUT/s per size, inline vs files
     python benchmarks/storage_costs.py syscalls  # fsync-family calls per PUT (needs strace)
-    python benchmarks/storage_costs.py slots     # opens/evictions per PUT, RSS per open db
+    python benchmarks/storage_costs.py slots     # db opens/evictions per PUT, RSS, new vs overwrite
     python benchmarks/storage_costs.py cache     # GET/s of a hot 4 KiB object, read cache on/off
     python benchmarks/storage_costs.py compression  # PUT/GET MB/s of 64 MiB, zstd on/off
 
-Figures from a run are recorded in rfcs/0008-inline-small-objects.md and
-rfcs/0009-read-cache-and-compression.md.
+Figures from a run are recorded in rfcs/0008-inline-small-objects.md,
+rfcs/0009-read-cache-and-compression.md and (slots) rfcs/0010-slot-groups.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import trio
 
 from rimio.core.slots import slot_for_path
-from rimio.storage.store import LocalStore
+from rimio.storage.store import DEFAULT_MAX_OPEN_SLOTS, LocalStore
 
 PART = 8 * 1024 * 1024
 SLOTS = 2048
@@ -124,8 +124,11 @@ def _rss_kib() -> int:
 
 
 async def slots() -> None:
+    """Metadata-database opens and evictions per PUT (2048 slots in 64 group
+    databases), the RSS of a store with every group open, and the 4 KiB PUT
+    rate to new paths vs overwrites on a fresh store."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
-        for max_open in (512, SLOTS):
+        for max_open in (DEFAULT_MAX_OPEN_SLOTS, 32):
             root = Path(tmp) / f"m{max_open}"
             store = _store(root, 64 * 1024, max_open=max_open)
             await store.open()
@@ -140,22 +143,36 @@ async def slots() -> None:
                 await _put(store, p, data)
             after = store.slot_stats
             print(f"max_open={max_open}: new paths: {(mid.opens - before.opens) / 2000:.3f} "
-                  f"opens/PUT, {(mid.evictions - before.evictions) / 2000:.3f} evictions/PUT; "
+                  f"opens/PUT, {(mid.evictions - before.evictions) / 2000:.3f} evictions/PUT "
+                  f"({mid.creations - before.creations} databases created); "
                   f"overwrites: {(after.opens - mid.opens) / 2000:.3f} opens/PUT, "
                   f"{(after.evictions - mid.evictions) / 2000:.3f} evictions/PUT")
             await store.close()
-        # RSS per open database: every slot written (so its page cache is warm) and kept open.
+        # RSS with every group open and warm: every slot written once.
         root = Path(tmp) / "rss"
         store = _store(root, 64 * 1024)
-        await store.open()
         base = _rss_kib()
+        await store.open()
         for slot in range(SLOTS):
             await store.write(slot, f"s{slot}", os.urandom(4096), write_id="", clock=time.time,
                               precondition=None, result_for=lambda h: {})
         grown = _rss_kib() - base
-        print(f"RSS per open slot database: {grown / SLOTS:.0f} KiB "
-              f"({grown / 1024:.0f} MiB for {SLOTS}); fds: {len(os.listdir('/proc/self/fd'))}; "
+        n = store.slot_stats.open_now
+        print(f"RSS with {n} group databases open ({SLOTS} slots written): {grown / 1024:.1f} MiB"
+              f" ({grown / max(n, 1):.0f} KiB each); fds: {len(os.listdir('/proc/self/fd'))}; "
               f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        await store.close()
+        # The PUT rate of 4 KiB objects: new paths on a fresh store (the groups
+        # are created on the way) vs overwrites of those paths.
+        root = Path(tmp) / "rate"
+        store = _store(root, 64 * 1024)
+        await store.open()
+        data = os.urandom(4096)
+        n = 4000
+        new = await _timed(n, lambda i: _put(store, f"r/{i}", data))
+        over = await _timed(n, lambda i: _put(store, f"r/{(i * 7919) % n}", data))
+        print(f"4 KiB PUT/s, {SLOTS} slots: new paths {new:.0f}, overwrites {over:.0f} "
+              f"({store.slot_stats.creations} databases created)")
         await store.close()
 
 

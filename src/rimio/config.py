@@ -77,7 +77,7 @@ class StorageConfig:
     part_size_bytes: int = 8 * 1024 * 1024
     max_object_bytes: int = 5 * 1024**3
     io_threads: int = 8
-    # slot databases kept open at once (each costs ~175 KiB of RSS and 3 fds)
+    # metadata databases kept open at once: one per group of slots, 64 per disk (RFC 0010)
     max_open_slots: int = 512
     # objects up to this size live in their slot's database row (RFC 0008); 0: never
     inline_max_bytes: int = 64 * 1024
@@ -319,7 +319,7 @@ STORAGE_SECTION: Final = Section((
     Option("part_size_bytes", Integer(4096, 1 << 30), "size of the parts an object is cut in"),
     Option("max_object_bytes", Integer(0, 1 << 50), "largest object accepted"),
     Option("io_threads", Integer(1, 256), "threads doing blocking disk work"),
-    Option("max_open_slots", Integer(1, 1 << 20), "slot databases kept open at once"),
+    Option("max_open_slots", Integer(1, 1 << 20), "metadata databases kept open (64 per disk)"),
     Option("inline_max_bytes", Integer(0, 1 << 20),
            "objects up to this size are stored in the slot database, not in files (0: never)"),
     Option("read_cache_bytes", Integer(0, 1 << 40),

@@ -16,7 +16,7 @@ from rimio.api.errors import answer_for, status_of
 from rimio.config import NodeConfig, single_node_config
 from rimio.core.errors import DiskError, InsufficientStorage, StorageCorrupt
 from rimio.node import Node
-from rimio.storage.meta import SlotMeta
+from rimio.storage.meta import SlotMeta, group_file
 from rimio.storage.store import LocalStore
 
 KEY = "cd" * 32
@@ -113,12 +113,12 @@ async def test_sqlite_and_os_errors_leave_storage_as_storage_errors(
 async def test_sqlite_error_codes_are_read_when_present(tmp_path: Path) -> None:
     """A real SQLite error carries its code: a file that is not a database is
     corruption, not a passing I/O error."""
+    group = group_file(tmp_path, 5)
+    group.parent.mkdir(parents=True)
+    group.write_bytes(b"not a database" * 100)
     store = LocalStore([tmp_path], total_slots=16, part_size=4096)
-    await store.open()
     try:
-        (tmp_path / "slots" / "5").mkdir(parents=True)
-        (tmp_path / "slots" / "5" / "meta.sqlite3").write_bytes(b"not a database" * 100)
         with pytest.raises(StorageCorrupt):
-            await store.current_head(5, "x")
+            await store.open()
     finally:
         await store.close()

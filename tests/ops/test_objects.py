@@ -65,11 +65,11 @@ async def _read(service: ObjectService, path: str) -> bytes:
 
 
 def _leftovers(data_dir: Path) -> tuple[list[str], int]:
-    """Files other than slot databases, and pending rows, across every slot."""
+    """Files other than metadata databases, and pending rows, across every slot."""
     files = sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("blobs/**/*")
                    if p.is_file())
     pending = 0
-    for db_path in data_dir.glob("slots/*/meta.sqlite3"):
+    for db_path in data_dir.glob("meta/group-*.sqlite3"):
         db = sqlite3.connect(db_path)
         pending += db.execute(
             "SELECT COUNT(*) FROM file_entries WHERE entry_kind = 'pending'").fetchone()[0]

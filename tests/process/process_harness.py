@@ -47,6 +47,8 @@ READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
 BANNER = re.compile(r"^rimio \S+: node (?P<node>\S+) serving on (?P<url>http://\S+)$", re.M)
 TEMP_PREFIX = ".tmp-"
+# rimio.storage.meta.GROUPS: the rows of slot s are in <disk>/meta/group-<s % GROUPS>.sqlite3
+GROUPS = 64
 
 
 def rimio_command() -> list[str]:
@@ -390,7 +392,7 @@ def temp_files(disk: Path) -> list[str]:
 
 @contextlib.contextmanager
 def open_meta(db: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to a slot's meta.sqlite3 (safe while the node runs)."""
+    """A read-only connection to a metadata database (safe while the node runs)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         yield conn
@@ -410,39 +412,52 @@ class PartRow:
     data: bytes | None = None
 
 
+def meta_db(slot_dir: Path) -> Path:
+    """The group database that holds the rows of the slot whose directory is `slot_dir`."""
+    return slot_dir.parent.parent / "meta" / f"group-{int(slot_dir.name) % GROUPS:02d}.sqlite3"
+
+
 def slot_dirs(disk: Path) -> list[Path]:
+    """The directories of the disk's slots: those that exist, and those of slots with
+    rows in a group database but no directory (no part files: inline objects only)."""
+    found: set[int] = set()
     slots = disk / "slots"
-    if not slots.is_dir():
-        return []
-    return sorted(p for p in slots.iterdir() if p.is_dir())
+    if slots.is_dir():
+        found.update(int(p.name) for p in slots.iterdir() if p.is_dir() and p.name.isdigit())
+    for db_path in sorted((disk / "meta").glob("group-*.sqlite3")):
+        with open_meta(db_path) as db:
+            found.update(int(r[0]) for r in db.execute("SELECT DISTINCT slot_id FROM file_entries"))
+    return [slots / str(slot) for slot in sorted(found)]
 
 
 def part_rows(slot_dir: Path) -> list[PartRow]:
     """The slot's `file_entries` part rows; `superseded` when their head is no longer current."""
-    with open_meta(slot_dir / "meta.sqlite3") as db:
+    with open_meta(meta_db(slot_dir)) as db:
         rows = db.execute(
             "SELECT p.path, p.generation, p.part_index, p.sha256, p.size_bytes, p.local_path,"
             " COALESCE(h.is_current, 0), p.inline_data FROM file_entries p"
             " LEFT JOIN file_entries h"
-            " ON h.path = p.path AND h.generation = p.generation"
+            " ON h.slot_id = p.slot_id AND h.path = p.path AND h.generation = p.generation"
             " AND h.head_sha256 = p.head_sha256 AND h.entry_kind IN ('meta', 'tombstone')"
-            " WHERE p.entry_kind = 'part'"
+            " WHERE p.entry_kind = 'part' AND p.slot_id = ?",
+            (int(slot_dir.name),),
         ).fetchall()
     return [PartRow(r[0], int(r[1]), int(r[2]), r[3], int(r[4]), r[5], not r[6],
                     None if r[7] is None else bytes(r[7])) for r in rows]
 
 
 def count_entries(slot_dir: Path, kind: str) -> int:
-    with open_meta(slot_dir / "meta.sqlite3") as db:
-        row = db.execute("SELECT COUNT(*) FROM file_entries WHERE entry_kind = ?",
-                         (kind,)).fetchone()
+    with open_meta(meta_db(slot_dir)) as db:
+        row = db.execute("SELECT COUNT(*) FROM file_entries WHERE entry_kind = ? AND slot_id = ?",
+                         (kind, int(slot_dir.name))).fetchone()
     return int(row[0])
 
 
 def check_disk_consistent(disk: Path) -> list[str]:
     """Problems with the files under `disk` versus the slots' `file_entries`.
 
-    Checks: no temp files anywhere; no `pending` rows (start-up removed the
+    Checks: no temp files anywhere; every slot's group database exists and no
+    per-slot database of the old layout is left; no `pending` rows (start-up removed the
     interrupted writes); every file under a slot's `blobs/` is a part some
     row references (a current head's, or a superseded head still kept for GC);
     every part row's file exists with the recorded size, and its content
@@ -450,8 +465,10 @@ def check_disk_consistent(disk: Path) -> list[str]:
     """
     problems = [f"temp file left: {t}" for t in temp_files(disk)]
     for sd in slot_dirs(disk):
-        if not (sd / "meta.sqlite3").is_file():
-            problems.append(f"{sd.name}: slot directory without meta.sqlite3")
+        if (sd / "meta.sqlite3").exists():
+            problems.append(f"{sd.name}: per-slot database left after start-up")
+        if not meta_db(sd).is_file():
+            problems.append(f"{sd.name}: slot without its group database {meta_db(sd).name}")
             continue
         pending = count_entries(sd, "pending")
         if pending:

@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 from process_checks import Write, verify_history
-from process_harness import NodeDef, ProcessPool, check_disk_consistent, part_rows, slot_dirs
+from process_harness import (
+    NodeDef,
+    ProcessPool,
+    check_disk_consistent,
+    meta_db,
+    part_rows,
+    slot_dirs,
+)
 
 PART = 4096
 
@@ -68,9 +75,10 @@ def test_checkers_catch_planted_anomalies(rimio_pool: ProcessPool, one_node: Nod
     with open(sd / old.local_path, "r+b") as f:
         f.truncate(10)
     os.unlink(sd / cur.local_path)
-    with sqlite3.connect(sd / "meta.sqlite3") as db:
-        db.execute("INSERT INTO file_entries (path, generation, entry_kind, local_path,"
-                   " created_at) VALUES ('a', 99, 'pending', 'blobs/a/g.99', ?)", (time.time(),))
+    with sqlite3.connect(meta_db(sd)) as db:
+        db.execute("INSERT INTO file_entries (slot_id, path, generation, entry_kind, local_path,"
+                   " created_at) VALUES (?, 'a', 99, 'pending', 'blobs/a/g.99', ?)",
+                   (int(sd.name), time.time()))
     db.close()
     problems = check_disk_consistent(one_node.disk)
     for needle in ("temp file left", "unreferenced file", "has 10 bytes", "content hash",
@@ -97,10 +105,10 @@ def test_start_up_removes_a_planted_interrupted_write(
     gen_dir.mkdir(parents=True)
     (gen_dir / ".tmp-0123456789abcdef").write_bytes(b"half a part")
     (gen_dir / f"part.00000000.{hashlib.sha256(b'p0').hexdigest()}").write_bytes(b"p0")
-    with sqlite3.connect(sd / "meta.sqlite3") as db:
-        db.execute("INSERT INTO file_entries (path, generation, entry_kind, local_path,"
-                   " created_at) VALUES ('c', ?, 'pending', ?, ?)",
-                   (gen + 1, gen_rel, time.time()))
+    with sqlite3.connect(meta_db(sd)) as db:
+        db.execute("INSERT INTO file_entries (slot_id, path, generation, entry_kind, local_path,"
+                   " created_at) VALUES (?, 'c', ?, 'pending', ?, ?)",
+                   (int(sd.name), gen + 1, gen_rel, time.time()))
     db.close()
     assert check_disk_consistent(one_node.disk) != []
 

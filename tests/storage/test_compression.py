@@ -25,6 +25,7 @@ from rimio.storage.compression import (
     identify_part,
     read_part,
 )
+from rimio.storage.meta import group_file
 from rimio.storage.parts import ObjectWriter
 from rimio.storage.store import READ_CHUNK, LocalStore
 from rimio.storage.writes import LocalWrite
@@ -78,7 +79,7 @@ async def _read(store: LocalStore, slot: int, path: str, start: int = 0,
 
 
 def _part_rows(root: Path, slot: int, path: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(root / f"slots/{slot}/meta.sqlite3")
+    db = sqlite3.connect(group_file(root, slot))
     try:
         return list(db.execute(
             "SELECT part_index, sha256, size_bytes, compression, stored_bytes, local_path "

@@ -16,7 +16,7 @@ import trio
 from rimio.core.head import Head
 from rimio.core.writes import MUST_EXIST, CommitOutcome, Precondition, WriteReport
 from rimio.storage import parts as parts_module
-from rimio.storage.meta import SCHEMA_VERSION
+from rimio.storage.meta import SCHEMA_VERSION, group_file
 from rimio.storage.store import LocalStore
 from rimio.storage.writes import TOMBSTONE
 
@@ -64,7 +64,8 @@ def _files(root: Path) -> list[str]:
 
 
 def _rows(root: Path, slot: int, sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(root / f"slots/{slot}/meta.sqlite3")
+    """`sql` on the group database of `slot` (the tests' slots each have a group of their own)."""
+    db = sqlite3.connect(group_file(root, slot))
     try:
         return list(db.execute(sql).fetchall())
     finally:
@@ -262,16 +263,17 @@ CREATE TABLE write_results (path TEXT NOT NULL, write_id TEXT NOT NULL,
 """
 
 
-async def test_version_1_database_is_migrated_on_open(tmp_path: Path) -> None:
+async def test_version_1_slot_database_is_migrated_on_open(tmp_path: Path) -> None:
     # An object written by the old code: a part file and a v1 database naming it.
     first = await _open(tmp_path / "seed", inline=0)
     await _write(first, 2, "old", b"old bytes", write_id="w0")
     await first.close()
-    seed = sqlite3.connect(tmp_path / "seed/slots/2/meta.sqlite3")
+    seed = sqlite3.connect(group_file(tmp_path / "seed", 2))
     head_rows = seed.execute("SELECT path, generation, entry_kind, part_index, head_sha256,"
                              " is_current, head_json, write_id, sha256, size_bytes, local_path,"
                              " created_at FROM file_entries").fetchall()
-    results = seed.execute("SELECT * FROM write_results").fetchall()
+    results = seed.execute(
+        "SELECT path, write_id, result_json, created_at FROM write_results").fetchall()
     seed.close()
     slot_dir = tmp_path / "disk/slots/2"
     (slot_dir / "blobs").parent.mkdir(parents=True)
@@ -293,21 +295,22 @@ async def test_version_1_database_is_migrated_on_open(tmp_path: Path) -> None:
     assert await _read(store, 2, "old") == b"new inline bytes"
     await store.close()
     assert _rows(tmp_path / "disk", 2, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert not any(p.name.startswith("meta.sqlite3") for p in slot_dir.iterdir())
     assert _rows(tmp_path / "disk", 2, "SELECT generation, local_path IS NULL FROM file_entries"
                  " WHERE entry_kind = 'part' ORDER BY generation") == [(1, 0), (2, 1)]
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     from rimio.core.errors import StorageCorrupt
-    from rimio.storage.meta import SlotMeta
+    from rimio.storage.meta import GroupMeta
 
     db_path = tmp_path / "m.sqlite3"
-    SlotMeta(db_path).close()
+    GroupMeta(db_path).close()
     db = sqlite3.connect(db_path)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(StorageCorrupt, match="newer"):
-        SlotMeta(db_path)
+        GroupMeta(db_path)
 
 
 # -- syncs and directories ----------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from rimio.core.head import Head, winner
 from rimio.core.writes import CommitOutcome
-from rimio.storage.meta import SlotMeta
+from rimio.storage.meta import GroupMeta
 
 head_strategy = st.builds(
     Head,
@@ -30,7 +30,8 @@ class SlotMetaMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self._dir = tempfile.TemporaryDirectory()
-        self.meta = SlotMeta(Path(self._dir.name) / "m.sqlite3")
+        self.group = GroupMeta(Path(self._dir.name) / "m.sqlite3")
+        self.meta = self.group.slot(0)
         self.seen: dict[str, list[Head]] = {"a": [], "b": []}
 
     @rule(head=head_strategy)
@@ -50,7 +51,7 @@ class SlotMetaMachine(RuleBasedStateMachine):
             assert self.meta.current_head(path) == winner(heads)
 
     def teardown(self) -> None:
-        self.meta.close()
+        self.group.close()
         self._dir.cleanup()
 
 

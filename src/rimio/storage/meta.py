@@ -1,21 +1,27 @@
-"""The per-slot metadata database: `meta.sqlite3` with `file_entries`.
+"""The metadata databases: one SQLite file per group of slots, `file_entries` inside.
 
-One SQLite file per slot, in WAL mode with `synchronous=FULL`, so a head is
-durable once its transaction commits. `file_entries` holds one row per
-logical file of a blob: the head (`meta` or `tombstone`, inline JSON), one
+The metadata of slot `s` lives in `<disk>/meta/group-<s % GROUPS:02>.sqlite3`
+on the disk that holds the slot's directory, so a node has at most `GROUPS`
+databases per disk and keeps them all open (rfcs/0010-slot-groups.md). Each
+is in WAL mode with `synchronous=FULL`, so a head is durable once its
+transaction commits. `file_entries` holds one row per logical file of a blob,
+tagged with its `slot_id`: the head (`meta` or `tombstone`, inline JSON), one
 row per part, and `pending` rows that mark a write in progress so start-up
 can remove what an interrupted write left behind. A part row either names a
-part file (`local_path`) or, for a small object, holds the part's bytes
-itself (`inline_data`, with `local_path` NULL), committed in the same
-transaction as its head. A part file's row says how the file is stored
-(`compression`: NULL or 'zstd') and, when compressed, its size on disk
-(`stored_bytes`; `size_bytes` is always the logical size). `write_results`
-remembers the first answer to each `X-Rimio-Write-Id`.
+part file (`local_path`, relative to the slot's directory) or, for a small
+object, holds the part's bytes itself (`inline_data`, with `local_path`
+NULL), committed in the same transaction as its head. A part file's row says
+how the file is stored (`compression`: NULL or 'zstd') and, when compressed,
+its size on disk (`stored_bytes`; `size_bytes` is always the logical size).
+`write_results` remembers the first answer to each `X-Rimio-Write-Id`.
+`migrated_slots` records the slots whose old per-slot database was copied in
+(storage/migrate.py).
 
-Schema version 2 added `inline_data`, version 3 `stored_bytes`; an older
-database is migrated when it is opened (ALTER TABLEs, in one transaction).
+`GroupMeta` is one database; `SlotMeta` is the view of one slot's rows in it,
+with every query by path scoped to the slot. Schema version 4 is the first of
+group databases (versions 1 to 3 were per-slot files, migrated at start).
 
-Methods block; the caller runs them in a worker thread and holds `lock`.
+Methods block; the caller runs them in a worker thread and holds the group's `lock`.
 """
 
 from __future__ import annotations
@@ -35,11 +41,17 @@ from rimio.core.head import Head, beats
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck
 from rimio.storage.parts import PartRecord, fsync_dir
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+# Slots per disk share this many databases: slot s goes to group s % GROUPS.
+# Fixed for a node's disks: changing it would move rows between files.
+GROUPS = 64
+META_DIR = "meta"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_entries (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    slot_id       INTEGER NOT NULL,
     path          TEXT    NOT NULL,
     generation    INTEGER NOT NULL,
     entry_kind    TEXT    NOT NULL CHECK (entry_kind IN ('meta', 'tombstone', 'part', 'pending')),
@@ -58,26 +70,42 @@ CREATE TABLE IF NOT EXISTS file_entries (
     inline_data   BLOB,
     stored_bytes  INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS fe_current ON file_entries(path) WHERE is_current = 1;
-CREATE INDEX IF NOT EXISTS fe_path_gen ON file_entries(path, generation);
+CREATE UNIQUE INDEX IF NOT EXISTS fe_current ON file_entries(path, slot_id)
+    WHERE is_current = 1;
+CREATE INDEX IF NOT EXISTS fe_path_gen ON file_entries(path, slot_id, generation);
+CREATE INDEX IF NOT EXISTS fe_slot ON file_entries(slot_id, path);
 CREATE INDEX IF NOT EXISTS fe_superseded ON file_entries(superseded_at)
     WHERE superseded_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS fe_pending ON file_entries(entry_kind) WHERE entry_kind = 'pending';
 CREATE TABLE IF NOT EXISTS write_results (
+    slot_id     INTEGER NOT NULL,
     path        TEXT NOT NULL,
     write_id    TEXT NOT NULL,
     result_json TEXT NOT NULL,
     created_at  REAL NOT NULL,
-    PRIMARY KEY (path, write_id)
+    PRIMARY KEY (path, slot_id, write_id)
+);
+CREATE INDEX IF NOT EXISTS wr_slot ON write_results(slot_id);
+CREATE TABLE IF NOT EXISTS migrated_slots (
+    slot_id     INTEGER PRIMARY KEY,
+    migrated_at REAL NOT NULL
 );
 """
 
+# The columns a per-slot database (schema version 3) shares with a group's.
+LEGACY_ENTRY_COLUMNS = (
+    "path, generation, entry_kind, part_index, head_sha256, is_current, head_json, write_id,"
+    " sha256, size_bytes, local_path, archive_url, compression, created_at, superseded_at,"
+    " inline_data, stored_bytes")
 
-# From each older schema version: the statements that bring it to the next.
-_MIGRATIONS = {
-    1: "ALTER TABLE file_entries ADD COLUMN inline_data BLOB;",
-    2: "ALTER TABLE file_entries ADD COLUMN stored_bytes INTEGER;",
-}
+
+def group_of(slot: int) -> int:
+    return slot % GROUPS
+
+
+def group_file(disk: Path, slot: int) -> Path:
+    """The database holding the metadata of `slot` when its directory is on `disk`."""
+    return disk / META_DIR / f"group-{group_of(slot):02d}.sqlite3"
 
 # Builds the head of a write once its generation is known, with the answer to
 # record for its write id.
@@ -97,12 +125,11 @@ _template_bytes: bytes | None = None
 
 
 def _template() -> bytes:
-    """An empty slot database (WAL mode, schema in place), built once per process.
+    """An empty group database (WAL mode, schema in place), built once per process.
 
     Creating a database statement by statement costs about nine fsyncs (the
     switch to WAL, the schema, the first checkpoint); copying this image into
-    place costs two, which is most of what the first write into a new slot
-    pays.
+    place costs two.
     """
     global _template_bytes
     with _template_lock:
@@ -129,10 +156,12 @@ def _install_template(db_path: Path) -> None:
     fsync_dir(db_path.parent)
 
 
-class SlotMeta:
-    """The metadata of one slot. Not thread-safe by itself: hold `lock`."""
+class GroupMeta:
+    """One group database: the metadata of the slots `s` with `s % GROUPS` equal
+    to its number, on one disk. Not thread-safe by itself: hold `lock`."""
 
     def __init__(self, db_path: Path) -> None:
+        self.path = db_path
         self.lock = threading.Lock()
         self.created = not db_path.exists()
         if self.created:
@@ -151,33 +180,125 @@ class SlotMeta:
         # only set again below for a database that was not made from it.
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
-        # A node keeps many slot databases open at once: a small page cache
-        # (128 KiB at most, filled only as pages are read) and no memory map.
+        # A small page cache (128 KiB at most, filled only as pages are read)
+        # and no memory map: the RSS of a node grows with its open databases.
         db.execute("PRAGMA cache_size=-128")
         db.execute("PRAGMA mmap_size=0")
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version == SCHEMA_VERSION:
             return
         if version > SCHEMA_VERSION:
-            raise StorageCorrupt(f"slot database schema version {version} is newer than "
+            raise StorageCorrupt(f"metadata database schema version {version} is newer than "
                                  f"this rimio's ({SCHEMA_VERSION})")
+        if version != 0:
+            # Versions 1 to 3 were per-slot files, never group databases.
+            raise StorageCorrupt(f"{self.path} has schema version {version}, not that of a "
+                                 "group database")
+        # Not made from the template (an empty file): the whole schema, in one
+        # transaction (one fsync; a crash leaves the file empty).
         db.execute("PRAGMA journal_mode=WAL")
-        if version == 0:
-            # Not made from the template (an empty file): the whole schema.
-            steps = _SCHEMA
-        else:
-            steps = " ".join(_MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
-        # One transaction: one fsync, and a crash leaves the old version whole.
-        db.executescript(f"BEGIN; {steps} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
 
     def close(self) -> None:
         self._db.close()
+
+    def slot(self, slot: int) -> SlotMeta:
+        """The view of `slot`'s rows (hold `lock` while using it)."""
+        return SlotMeta(self._db, slot)
+
+    def slots(self) -> list[int]:
+        """The slots with rows here: a skip-scan of `fe_slot`, one seek per slot."""
+        rows = self._db.execute(
+            "WITH RECURSIVE s(x) AS (SELECT MIN(slot_id) FROM file_entries UNION ALL "
+            "SELECT (SELECT MIN(slot_id) FROM file_entries WHERE slot_id > x) FROM s "
+            "WHERE x IS NOT NULL) SELECT x FROM s WHERE x IS NOT NULL"
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def pending(self) -> list[tuple[int, PendingWrite]]:
+        """(slot, marker) of every write in progress, in any slot of the group."""
+        rows = self._db.execute(
+            "SELECT slot_id, id, path, generation, local_path FROM file_entries "
+            "WHERE entry_kind = 'pending'"
+        ).fetchall()
+        return [(int(r[0]), PendingWrite(int(r[1]), r[2], int(r[3]), r[4])) for r in rows]
+
+    def list_current(
+        self, prefix: str, after: str | None, limit: int, include_deleted: bool
+    ) -> list[Head]:
+        """The first `limit` current heads of the group's slots, by path."""
+        return _list_current(self._db, None, prefix, after, limit, include_deleted)
+
+    def superseded_before(self, cutoff: float, limit: int) -> list[tuple[int, str, int, str]]:
+        """(slot, path, generation, head_sha256) of heads superseded before `cutoff`."""
+        rows = self._db.execute(
+            "SELECT slot_id, path, generation, head_sha256 FROM file_entries "
+            "WHERE superseded_at IS NOT NULL AND superseded_at < ? AND is_current = 0 "
+            "AND entry_kind IN ('meta', 'tombstone') LIMIT ?",
+            (cutoff, limit),
+        ).fetchall()
+        return [(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+
+    # -- migration of a per-slot database ---------------------------------------
+
+    def is_migrated(self, slot: int) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM migrated_slots WHERE slot_id = ?", (slot,)).fetchone() is not None
+
+    def adopt_slot_database(self, slot: int, legacy: Path | None, now: float) -> int:
+        """Copy every row of a version-2 per-slot database (None: an empty one)
+        into this group as `slot`'s, and record the slot as migrated: one
+        transaction, so a crash leaves either nothing of it here or all of it.
+        Returns the number of `file_entries` rows copied."""
+        db = self._db
+        if legacy is not None:
+            db.execute("ATTACH DATABASE ? AS legacy", (str(legacy),))
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                copied = 0
+                if legacy is not None:
+                    # In id order: pending markers and heads keep their relative order.
+                    copied = db.execute(
+                        f"INSERT INTO file_entries (slot_id, {LEGACY_ENTRY_COLUMNS}) "
+                        f"SELECT ?, {LEGACY_ENTRY_COLUMNS} FROM legacy.file_entries ORDER BY id",
+                        (slot,),
+                    ).rowcount
+                    db.execute(
+                        "INSERT INTO write_results (slot_id, path, write_id, result_json,"
+                        " created_at) SELECT ?, path, write_id, result_json, created_at"
+                        " FROM legacy.write_results",
+                        (slot,),
+                    )
+                self._mark_migrated(slot, now)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            if legacy is not None:
+                db.execute("DETACH DATABASE legacy")
+        return copied
+
+    def _mark_migrated(self, slot: int, now: float) -> None:
+        self._db.execute("INSERT INTO migrated_slots (slot_id, migrated_at) VALUES (?, ?)",
+                         (slot, now))
+
+
+class SlotMeta:
+    """The rows of one slot in its group database. Holds no state of its own:
+    the caller holds the group's lock while using it."""
+
+    def __init__(self, db: sqlite3.Connection, slot: int) -> None:
+        self._db = db
+        self.slot_id = slot
 
     # -- heads ----------------------------------------------------------------
 
     def current_head(self, path: str) -> Head | None:
         row = self._db.execute(
-            "SELECT head_json FROM file_entries WHERE path = ? AND is_current = 1", (path,)
+            "SELECT head_json FROM file_entries WHERE path = ? AND slot_id = ? AND is_current = 1",
+            (path, self.slot_id),
         ).fetchone()
         return None if row is None else Head.from_dict(json.loads(row[0]))
 
@@ -187,9 +308,9 @@ class SlotMeta:
         rows = self._db.execute(
             f"SELECT part_index, sha256, size_bytes, local_path, {data}, compression, stored_bytes"
             " FROM file_entries "
-            "WHERE path = ? AND generation = ? AND entry_kind = 'part' AND head_sha256 = ? "
-            "ORDER BY part_index",
-            (head.path, head.generation, head.sha256),
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND entry_kind = 'part' "
+            "AND head_sha256 = ? ORDER BY part_index",
+            (head.path, self.slot_id, head.generation, head.sha256),
         ).fetchall()
         return [PartRecord(int(r[0]), r[1], int(r[2]), r[3],
                            None if r[4] is None else bytes(r[4]), r[5],
@@ -199,16 +320,16 @@ class SlotMeta:
         """`length` bytes at `offset` of inline part `index` of `head` (None: no such row)."""
         row = self._db.execute(
             "SELECT substr(inline_data, ?, ?) FROM file_entries "
-            "WHERE path = ? AND generation = ? AND entry_kind = 'part' AND head_sha256 = ? "
-            "AND part_index = ? AND local_path IS NULL",
-            (offset + 1, length, head.path, head.generation, head.sha256, index),
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND entry_kind = 'part' "
+            "AND head_sha256 = ? AND part_index = ? AND local_path IS NULL",
+            (offset + 1, length, head.path, self.slot_id, head.generation, head.sha256, index),
         ).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
     def write_result(self, path: str, write_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
-            "SELECT result_json FROM write_results WHERE path = ? AND write_id = ?",
-            (path, write_id),
+            "SELECT result_json FROM write_results WHERE path = ? AND slot_id = ? AND write_id = ?",
+            (path, self.slot_id, write_id),
         ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
@@ -220,7 +341,8 @@ class SlotMeta:
 
     def max_generation(self, path: str) -> int:
         row = self._db.execute(
-            "SELECT MAX(generation) FROM file_entries WHERE path = ?", (path,)
+            "SELECT MAX(generation) FROM file_entries WHERE path = ? AND slot_id = ?",
+            (path, self.slot_id),
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
@@ -246,9 +368,9 @@ class SlotMeta:
         self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             cur = self._db.execute(
-                "INSERT INTO file_entries (path, generation, entry_kind, local_path, created_at) "
-                "VALUES (?, ?, 'pending', ?, ?)",
-                (path, generation, gen_dir, now),
+                "INSERT INTO file_entries (slot_id, path, generation, entry_kind, local_path,"
+                " created_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (self.slot_id, path, generation, gen_dir, now),
             )
         finally:
             self._db.execute("PRAGMA synchronous=FULL")
@@ -256,22 +378,16 @@ class SlotMeta:
 
     def drop_pending(self, pending_id: int) -> None:
         self._db.execute(
-            "DELETE FROM file_entries WHERE id = ? AND entry_kind = 'pending'", (pending_id,)
+            "DELETE FROM file_entries WHERE id = ? AND slot_id = ? AND entry_kind = 'pending'",
+            (pending_id, self.slot_id),
         )
-
-    def pending(self) -> list[PendingWrite]:
-        rows = self._db.execute(
-            "SELECT id, path, generation, local_path FROM file_entries "
-            "WHERE entry_kind = 'pending'"
-        ).fetchall()
-        return [PendingWrite(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
 
     def referenced_files(self, path: str, generation: int) -> set[str]:
         rows = self._db.execute(
             "SELECT local_path FROM file_entries "
-            "WHERE path = ? AND generation = ? AND entry_kind = 'part' "
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND entry_kind = 'part' "
             "AND local_path IS NOT NULL",
-            (path, generation),
+            (path, self.slot_id, generation),
         ).fetchall()
         return {r[0] for r in rows}
 
@@ -344,23 +460,24 @@ class SlotMeta:
             if current is not None:
                 db.execute(
                     "UPDATE file_entries SET is_current = 0, superseded_at = ? "
-                    "WHERE path = ? AND is_current = 1",
-                    (now, head.path),
+                    "WHERE path = ? AND slot_id = ? AND is_current = 1",
+                    (now, head.path, self.slot_id),
                 )
             db.execute(
-                "INSERT INTO file_entries (path, generation, entry_kind, head_sha256, is_current,"
-                " head_json, write_id, size_bytes, created_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                (head.path, head.generation, head.kind, head.sha256,
+                "INSERT INTO file_entries (slot_id, path, generation, entry_kind, head_sha256,"
+                " is_current, head_json, write_id, size_bytes, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                (self.slot_id, head.path, head.generation, head.kind, head.sha256,
                  json.dumps(head.to_dict(), sort_keys=True), head.write_id or None,
                  head.size_bytes, now),
             )
             db.executemany(
-                "INSERT INTO file_entries (path, generation, entry_kind, part_index, head_sha256,"
-                " sha256, size_bytes, local_path, inline_data, compression, stored_bytes,"
-                " created_at) VALUES (?, ?, 'part', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(head.path, head.generation, p.index, head.sha256, p.sha256, p.size_bytes,
-                  p.local_path, p.data if p.inline else None, p.compression, p.stored_bytes,
-                  now) for p in parts],
+                "INSERT INTO file_entries (slot_id, path, generation, entry_kind, part_index,"
+                " head_sha256, sha256, size_bytes, local_path, inline_data, compression,"
+                " stored_bytes, created_at) VALUES (?, ?, ?, 'part', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(self.slot_id, head.path, head.generation, p.index, head.sha256, p.sha256,
+                  p.size_bytes, p.local_path, p.data if p.inline else None, p.compression,
+                  p.stored_bytes, now) for p in parts],
             )
             self._record_result(head, result, now)
             db.execute("COMMIT")
@@ -372,9 +489,9 @@ class SlotMeta:
     def _record_result(self, head: Head, result: dict[str, Any] | None, now: float) -> None:
         if head.write_id and result is not None:
             self._db.execute(
-                "INSERT INTO write_results (path, write_id, result_json, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (head.path, head.write_id, json.dumps(result), now),
+                "INSERT INTO write_results (slot_id, path, write_id, result_json, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (self.slot_id, head.path, head.write_id, json.dumps(result), now),
             )
 
     # -- listing --------------------------------------------------------------
@@ -382,39 +499,10 @@ class SlotMeta:
     def list_current(
         self, prefix: str, after: str | None, limit: int, include_deleted: bool
     ) -> list[Head]:
-        clauses = ["is_current = 1"]
-        args: list[Any] = []
-        if prefix:
-            clauses.append("path >= ?")
-            args.append(prefix)
-            upper = _prefix_upper_bound(prefix)
-            if upper is not None:
-                clauses.append("path < ?")
-                args.append(upper)
-        if after is not None:
-            clauses.append("path > ?")
-            args.append(after)
-        if not include_deleted:
-            clauses.append("entry_kind = 'meta'")
-        args.append(limit)
-        rows = self._db.execute(
-            f"SELECT head_json FROM file_entries WHERE {' AND '.join(clauses)} "
-            "ORDER BY path LIMIT ?",
-            args,
-        ).fetchall()
-        return [Head.from_dict(json.loads(r[0])) for r in rows]
+        """The first `limit` current heads of this slot, by path."""
+        return _list_current(self._db, self.slot_id, prefix, after, limit, include_deleted)
 
     # -- garbage --------------------------------------------------------------
-
-    def superseded_before(self, cutoff: float, limit: int) -> list[tuple[str, int, str]]:
-        """(path, generation, head_sha256) of heads superseded before `cutoff`."""
-        rows = self._db.execute(
-            "SELECT path, generation, head_sha256 FROM file_entries "
-            "WHERE superseded_at IS NOT NULL AND superseded_at < ? AND is_current = 0 "
-            "AND entry_kind IN ('meta', 'tombstone') LIMIT ?",
-            (cutoff, limit),
-        ).fetchall()
-        return [(r[0], int(r[1]), r[2]) for r in rows]
 
     def forget_head(self, path: str, generation: int, head_sha: str) -> list[str]:
         """Delete a superseded head and its part rows; return the part files to
@@ -423,22 +511,23 @@ class SlotMeta:
         db.execute("BEGIN IMMEDIATE")
         try:
             rows = db.execute(
-                "SELECT local_path FROM file_entries WHERE path = ? AND generation = ? "
-                "AND head_sha256 = ? AND entry_kind = 'part' AND local_path IS NOT NULL",
-                (path, generation, head_sha),
+                "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
+                "AND generation = ? AND head_sha256 = ? AND entry_kind = 'part' "
+                "AND local_path IS NOT NULL",
+                (path, self.slot_id, generation, head_sha),
             ).fetchall()
             db.execute(
-                "DELETE FROM file_entries WHERE path = ? AND generation = ? AND head_sha256 = ? "
-                "AND is_current = 0",
-                (path, generation, head_sha),
+                "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+                "AND head_sha256 = ? AND is_current = 0",
+                (path, self.slot_id, generation, head_sha),
             )
             # A file still referenced by another head row (a retry that reused it) stays.
             still = {
                 r[0]
                 for r in db.execute(
-                    "SELECT local_path FROM file_entries WHERE path = ? AND generation = ? "
-                    "AND entry_kind = 'part' AND local_path IS NOT NULL",
-                    (path, generation),
+                    "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
+                    "AND generation = ? AND entry_kind = 'part' AND local_path IS NOT NULL",
+                    (path, self.slot_id, generation),
                 ).fetchall()
             }
             db.execute("COMMIT")
@@ -446,6 +535,34 @@ class SlotMeta:
             db.execute("ROLLBACK")
             raise
         return [r[0] for r in rows if r[0] not in still]
+
+
+def _list_current(db: sqlite3.Connection, slot: int | None, prefix: str, after: str | None,
+                  limit: int, include_deleted: bool) -> list[Head]:
+    clauses = ["is_current = 1"]
+    args: list[Any] = []
+    if slot is not None:
+        clauses.append("slot_id = ?")
+        args.append(slot)
+    if prefix:
+        clauses.append("path >= ?")
+        args.append(prefix)
+        upper = _prefix_upper_bound(prefix)
+        if upper is not None:
+            clauses.append("path < ?")
+            args.append(upper)
+    if after is not None:
+        clauses.append("path > ?")
+        args.append(after)
+    if not include_deleted:
+        clauses.append("entry_kind = 'meta'")
+    args.append(limit)
+    rows = db.execute(
+        f"SELECT head_json FROM file_entries WHERE {' AND '.join(clauses)} "
+        "ORDER BY path LIMIT ?",
+        args,
+    ).fetchall()
+    return [Head.from_dict(json.loads(r[0])) for r in rows]
 
 
 def _prefix_upper_bound(prefix: str) -> str | None:

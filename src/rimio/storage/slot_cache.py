@@ -1,19 +1,18 @@
-"""`SlotCache`: the open slot databases of a node, bounded in number.
+"""`SlotCache`: the open metadata databases of a node, bounded in number.
 
-A node may hold thousands of slots; keeping every SQLite connection open
-costs file descriptors and page cache per slot. The cache keeps at most
-`max_open` connections, closing the least recently used idle one when it
-needs room. It is used from worker threads: `acquire(slot)` opens (or
-reuses) the slot's database and holds the slot's lock for the caller.
+Slots share group databases (storage/meta.py): slot `s` lives in the group
+file that `group_path(s)` names, at most `GROUPS` per disk. The cache keeps
+at most `max_open` of those connections open, closing the least recently
+used idle one when it needs room; with the default bound every group of
+every disk stays open, so a request never opens or closes a database. It is
+used from worker threads: `acquire(slot)` opens (or reuses) the slot's group
+database and holds the group's lock for the caller, handing out the view of
+the slot's rows; `acquire_group(path)` hands out the whole group (scans).
 
 Eviction can run inline (the default) or in the owner's background task.
 
-The first time a slot is opened in this process, `on_first_open` runs under
-the slot's lock before anyone else may use it; the store uses it to clean up
-writes that a previous process left unfinished.
-
-`stats()` counts opens, creations and evictions, so tests and benchmarks can
-see what a request pattern costs in database opens.
+`stats()` counts opens, creations and evictions of metadata databases, so
+tests and benchmarks can see what a request pattern costs in database opens.
 """
 
 from __future__ import annotations
@@ -25,29 +24,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rimio.storage.meta import SlotMeta
+from rimio.storage.meta import GroupMeta, SlotMeta
 
 
 @dataclass(frozen=True, slots=True)
 class SlotCacheStats:
-    opens: int  # databases opened (including creations and re-opens after eviction)
-    creations: int  # databases created (the slot had none yet)
-    evictions: int  # databases closed to make room
+    opens: int  # metadata databases opened (including creations and re-opens after eviction)
+    creations: int  # metadata databases created (the group had none yet)
+    evictions: int  # metadata databases closed to make room
     open_now: int
 
 
 class SlotCache:
-    def __init__(self, slot_dir: Callable[[int], Path], *, max_open: int = 128,
-                 on_first_open: Callable[[int, SlotMeta], None] | None = None,
-                 on_create: Callable[[int], None] | None = None) -> None:
-        self._slot_dir = slot_dir
+    def __init__(self, group_path: Callable[[int], Path], *, max_open: int = 128) -> None:
+        self._group_path = group_path
         self._max_open = max(1, max_open)
-        self._on_first_open = on_first_open
-        self._on_create = on_create
         self._lock = threading.Lock()  # guards the dicts below, never held during I/O
-        self._open: OrderedDict[int, SlotMeta] = OrderedDict()
-        self._slot_locks: dict[int, threading.Lock] = {}
-        self._seen: set[int] = set()
+        self._open: OrderedDict[Path, GroupMeta] = OrderedDict()
+        self._group_locks: dict[Path, threading.Lock] = {}
+        self._known: set[Path] = set()  # every group database opened in this process
         # Closing a database checkpoints its WAL (several fsyncs). By default the
         # thread that overfilled the cache pays for it; an owner that runs
         # `evict` in the background clears this so requests never wait for it.
@@ -56,42 +51,47 @@ class SlotCache:
         self._creations = 0
         self._evictions = 0
 
-    def _slot_lock(self, slot: int) -> threading.Lock:
+    def _lock_of(self, path: Path) -> threading.Lock:
         with self._lock:
-            lock = self._slot_locks.get(slot)
+            lock = self._group_locks.get(path)
             if lock is None:
-                lock = self._slot_locks[slot] = threading.Lock()
+                lock = self._group_locks[path] = threading.Lock()
             return lock
 
     @contextmanager
     def acquire(self, slot: int) -> Iterator[SlotMeta]:
-        """The slot's metadata, exclusively, for the duration of the block."""
-        lock = self._slot_lock(slot)
+        """The slot's metadata, its group held exclusively, for the duration of the block."""
+        with self.acquire_group(self._group_path(slot)) as group:
+            yield group.slot(slot)
+
+    @contextmanager
+    def acquire_group(self, path: Path) -> Iterator[GroupMeta]:
+        """The group database at `path` (created if missing), held exclusively."""
+        lock = self._lock_of(path)
         with lock:
             with self._lock:
-                meta = self._open.get(slot)
-                if meta is not None:
-                    self._open.move_to_end(slot)
-            if meta is None:
-                meta = self._open_locked(slot)
-            yield meta
+                group = self._open.get(path)
+                if group is not None:
+                    self._open.move_to_end(path)
+            if group is None:
+                group = self._open_locked(path)
+            yield group
         if self.evict_inline:
             self.evict()
 
-    def _open_locked(self, slot: int) -> SlotMeta:
-        d = self._slot_dir(slot)
-        if self._on_create is not None:
-            self._on_create(slot)
-        meta = SlotMeta(d / "meta.sqlite3")
-        first = slot not in self._seen
-        if first and self._on_first_open is not None:
-            self._on_first_open(slot, meta)
+    def _open_locked(self, path: Path) -> GroupMeta:
+        group = GroupMeta(path)
         with self._lock:
-            self._seen.add(slot)
-            self._open[slot] = meta
+            self._known.add(path)
+            self._open[path] = group
             self._opens += 1
-            self._creations += meta.created
-        return meta
+            self._creations += group.created
+        return group
+
+    def groups(self) -> list[Path]:
+        """Every group database this cache has opened (open now or not), sorted."""
+        with self._lock:
+            return sorted(self._known)
 
     @property
     def over_limit(self) -> bool:
@@ -105,29 +105,29 @@ class SlotCache:
                 if len(self._open) <= self._max_open:
                     return
                 victim = None
-                for slot in self._open:  # least recently used first
-                    lock = self._slot_locks[slot]
+                for path in self._open:  # least recently used first
+                    lock = self._group_locks[path]
                     if lock.acquire(blocking=False):
-                        victim = slot
+                        victim = path
                         break
                 if victim is None:
                     return  # everything is busy; try again after the next use
-                meta = self._open.pop(victim)
+                group = self._open.pop(victim)
                 self._evictions += 1
             try:
-                meta.close()
+                group.close()
             finally:
-                self._slot_locks[victim].release()
+                self._group_locks[victim].release()
 
     def close_all(self) -> None:
         with self._lock:
-            slots = list(self._open)
-        for slot in slots:
-            with self._slot_lock(slot):
+            paths = list(self._open)
+        for path in paths:
+            with self._lock_of(path):
                 with self._lock:
-                    meta = self._open.pop(slot, None)
-                if meta is not None:
-                    meta.close()
+                    group = self._open.pop(path, None)
+                if group is not None:
+                    group.close()
 
     @property
     def open_count(self) -> int:

@@ -1,7 +1,9 @@
 """`LocalStore`: the node's disks seen from trio.
 
-Owns the slot directories on the configured disks, one `SlotMeta` per slot
-(opened lazily and kept open), the worker-thread limiter through which every
+Owns the slot directories on the configured disks, the group metadata
+databases of each disk (storage/meta.py: one per `GROUPS` slots, all kept
+open; per-slot databases of the previous layout are migrated into them at
+start, storage/migrate.py), the worker-thread limiter through which every
 blocking call goes, how the steps of a write (storage/writes.py) are spread
 over worker threads, which objects are small enough to live inline in their
 slot's SQLite row, whether new part files are compressed, the read cache of
@@ -18,6 +20,7 @@ import errno
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -44,7 +47,8 @@ from rimio.storage.cache import (
 )
 from rimio.storage.compression import DEFAULT_LEVEL, NONE, CompressionPolicy, PartReader, read_part
 from rimio.storage.disk import check_disk_usable
-from rimio.storage.meta import PendingWrite, SlotMeta
+from rimio.storage.meta import GROUPS, META_DIR, GroupMeta, PendingWrite, SlotMeta, group_file
+from rimio.storage.migrate import has_legacy, migrate_slot
 from rimio.storage.parts import (
     TEMP_PREFIX,
     PartRecord,
@@ -66,7 +70,8 @@ EVICT_INTERVAL = 0.2
 DEFAULT_INLINE_MAX_BYTES = 64 * 1024
 # The largest inline limit accepted: an inline object is held in memory whole.
 MAX_INLINE_MAX_BYTES = 1024 * 1024
-# Slot databases kept open by default; see rfcs/0008 for the RSS each costs.
+# Metadata databases kept open by default: all `GROUPS` of up to eight disks;
+# see rfcs/0010 for the RSS each costs.
 DEFAULT_MAX_OPEN_SLOTS = 512
 
 
@@ -109,13 +114,14 @@ class LocalStore:
         self.read_cache = ReadCache(read_cache_bytes, read_cache_max_object_bytes)
         self._limiter = trio.CapacityLimiter(io_threads)
         self._slot_dirs: dict[int, Path] = {}
-        self._cache = SlotCache(self.slot_dir, max_open=max_open_slots,
-                                on_first_open=self._recover_slot, on_create=self._create_slot)
+        # `max_open_slots` bounds the open metadata databases (groups, not slots).
+        self._cache = SlotCache(self.group_path, max_open=max_open_slots)
         self.recovered_writes = 0
+        self.migrated_slots = 0  # per-slot databases folded into their group at start
 
     @property
     def slot_stats(self) -> SlotCacheStats:
-        """How often slot databases were opened, created and evicted so far."""
+        """How often metadata databases were opened, created and evicted so far."""
         return self._cache.stats()
 
     @property
@@ -135,6 +141,7 @@ class LocalStore:
         for disk in self._disks:
             try:
                 ensure_dir(disk / "slots")
+                ensure_dir(disk / META_DIR)
             except OSError as exc:
                 raise ConfigError(f"disk {disk} is not usable: {exc.strerror or exc}") from None
             probe = disk / f"{TEMP_PREFIX}probe"
@@ -151,11 +158,23 @@ class LocalStore:
                     slot = int(entry.name)
                     if slot < self.total_slots and slot not in self._slot_dirs:
                         self._slot_dirs[slot] = Path(entry.path)
-        # Every slot is opened once now, so interrupted writes are cleaned up
-        # before the node serves; the cache closes them again as it fills up.
-        for slot in sorted(self._slot_dirs):
-            with self._cache.acquire(slot):
-                pass
+        for slot, slot_dir in sorted(self._slot_dirs.items()):
+            if has_legacy(slot_dir):
+                with self._cache.acquire_group(self.group_path(slot)) as group:
+                    self.migrated_slots += migrate_slot(group, slot, slot_dir, time.time())
+        # Every group database is opened now: interrupted writes (migrated ones
+        # too) are cleaned up before the node serves, and a slot whose rows are
+        # here but whose directory is gone (no part files left) stays on this disk.
+        for disk in self._disks:
+            for path in sorted((disk / META_DIR).glob("group-*.sqlite3")):
+                number = path.name[len("group-"):-len(".sqlite3")]
+                if not (number.isdigit() and int(number) < GROUPS):
+                    continue
+                with self._cache.acquire_group(path) as group:
+                    for slot in group.slots():
+                        if slot < self.total_slots and slot not in self._slot_dirs:
+                            self._slot_dirs[slot] = disk / "slots" / str(slot)
+                    self._recover_group(disk, group)
 
     async def close(self) -> None:
         await self._thread(self._cache.close_all)
@@ -183,15 +202,15 @@ class LocalStore:
             return known
         return self._disks[slot % len(self._disks)] / "slots" / str(slot)
 
-    def _create_slot(self, slot: int) -> None:
-        d = self.slot_dir(slot)
-        if slot not in self._slot_dirs:
-            ensure_dir(d)
-            self._slot_dirs[slot] = d
+    def group_path(self, slot: int) -> Path:
+        """The metadata database of `slot`: a group file on the disk of its directory.
+        The directory itself is made by the first part file written into it."""
+        return group_file(self.slot_dir(slot).parent.parent, slot)
 
-    def _recover_slot(self, slot: int, meta: SlotMeta) -> None:
-        for pending in meta.pending():
-            self._discard_pending_sync(slot, meta, pending)
+    def _recover_group(self, disk: Path, group: GroupMeta) -> None:
+        # A group's rows name files on its own disk.
+        for slot, pending in group.pending():
+            self._discard_pending_sync(disk / "slots" / str(slot), group.slot(slot), pending)
             self.recovered_writes += 1
 
     async def _with_slot(self, slot: int, fn: Callable[..., T], *args: Any) -> T:
@@ -205,7 +224,7 @@ class LocalStore:
 
     async def run_evictor(self, *,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Close surplus slot databases in the background, off the request path."""
+        """Close surplus metadata databases in the background, off the request path."""
         self._cache.evict_inline = False
         try:
             task_status.started()
@@ -288,13 +307,14 @@ class LocalStore:
     async def list_heads(
         self, prefix: str, after: str | None, limit: int, include_deleted: bool
     ) -> list[Head]:
-        """Current heads across every slot on this node, sorted by path."""
+        """Current heads across every slot on this node, sorted by path: the
+        first `limit` of each group database, merged."""
 
         def scan() -> list[Head]:
             found: list[Head] = []
-            for slot in sorted(self._slot_dirs):
-                with self._cache.acquire(slot) as meta:
-                    found.extend(meta.list_current(prefix, after, limit, include_deleted))
+            for path in self._cache.groups():
+                with self._cache.acquire_group(path) as group:
+                    found.extend(group.list_current(prefix, after, limit, include_deleted))
                 # keep only the `limit` smallest so far: memory stays bounded
                 if len(found) > limit:
                     found.sort(key=lambda h: h.path)
@@ -449,9 +469,9 @@ class LocalStore:
             raise StorageCorrupt(f"part file {p.local_path} has the wrong size")
         return chunk
 
-    def _discard_pending_sync(self, slot: int, meta: SlotMeta, pending: PendingWrite) -> None:
+    def _discard_pending_sync(self, slot_dir: Path, meta: SlotMeta,
+                              pending: PendingWrite) -> None:
         """Remove the files of an interrupted write that no committed head uses."""
-        slot_dir = self.slot_dir(slot)
         gen_dir = slot_dir / pending.gen_dir
         keep = meta.referenced_files(pending.path, pending.generation)
         with contextlib.suppress(FileNotFoundError):
@@ -467,18 +487,21 @@ class LocalStore:
     async def collect_garbage(self, cutoff: float, batch: int = 256) -> int:
         """Remove superseded heads (and their parts) older than `cutoff`."""
         removed = 0
-        for slot in sorted(self._slot_dirs):
+        for group_path in self._cache.groups():
 
-            def sweep(slot: int = slot) -> int:
-                with self._cache.acquire(slot) as meta:
-                    victims = meta.superseded_before(cutoff, batch)
-                    files: list[str] = []
-                    for path, gen, sha in victims:
-                        files.extend(meta.forget_head(path, gen, sha))
+            def sweep(group_path: Path = group_path) -> int:
+                disk = group_path.parent.parent  # a group's rows name files on its disk
+                files: dict[int, list[str]] = {}
+                with self._cache.acquire_group(group_path) as group:
+                    victims = group.superseded_before(cutoff, batch)
+                    for slot, path, gen, sha in victims:
+                        files.setdefault(slot, []).extend(
+                            group.slot(slot).forget_head(path, gen, sha))
                         # A superseded head is never served from the cache (the
                         # current head would not match); this only frees memory.
                         self.read_cache.invalidate(slot, path, sha)
-                remove_files(self.slot_dir(slot), files)
+                for slot, names in files.items():
+                    remove_files(disk / "slots" / str(slot), names)
                 return len(victims)
 
             removed += await self._thread(sweep)
