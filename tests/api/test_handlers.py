@@ -156,3 +156,16 @@ async def test_internal_heads_without_a_key(client: Client) -> None:
     assert (await client.get("/internal/v1/heads?limit=0")).status_code == 400
     seeds = (await client.get("/internal/v1/cluster/gossip-seeds")).json()
     assert seeds == {"seeds": ["127.0.0.1:7000"]}
+
+
+async def test_internal_stats_count_storage_work(client: Client) -> None:
+    before = (await client.get("/internal/v1/stats")).json()
+    assert set(before) >= {"slot_cache", "read_cache", "recovered_writes", "migrated_slots"}
+    assert (await client.put("/api/v1/blobs/stats/a", body=b"x" * 100)).status_code == 201
+    for _ in range(2):
+        assert (await client.get("/api/v1/blobs/stats/a")).status_code == 200
+    after = (await client.get("/internal/v1/stats")).json()
+    reads = after["read_cache"]["hits"] + after["read_cache"]["misses"]
+    assert reads >= before["read_cache"]["hits"] + before["read_cache"]["misses"] + 2
+    assert after["slot_cache"]["opens"] >= before["slot_cache"]["opens"]
+    assert after["slot_cache"]["open_now"] >= 1

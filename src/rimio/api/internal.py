@@ -131,6 +131,12 @@ class InternalHandlers:
                                                      int(limit_text))
         return json_response({"heads": [h.to_dict() for h in found]})
 
+    async def stats(self) -> Response:
+        """Counters of this node's storage engine (metadata databases opened,
+        created and evicted; read cache hits and misses)."""
+        await self.authenticated_body()
+        return json_response(self._node.objects.storage_stats())
+
     async def bootstrap(self) -> Response:
         await self.authenticated_body(any_destination=True)
         return json_response(self._node.bootstrap_state())
@@ -148,6 +154,7 @@ def internal_routes(node: InternalNode) -> Blueprint:
     bp.add_url_rule("/internal/v1/gossip/stream", "gossip_stream", handlers.gossip_stream,
                     methods=["POST"])
     bp.add_url_rule("/internal/v1/heads", "heads", handlers.heads, methods=["GET"])
+    bp.add_url_rule("/internal/v1/stats", "stats", handlers.stats, methods=["GET"])
     bp.add_url_rule("/internal/v1/cluster/bootstrap", "bootstrap", handlers.bootstrap,
                     methods=["GET"])
     bp.add_url_rule("/internal/v1/cluster/gossip-seeds", "gossip_seeds",

@@ -10,6 +10,7 @@ on other nodes answers 503 until replication between nodes lands (Phase 2).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -257,6 +258,14 @@ class ObjectService:
 
     async def check_readable(self, obj: StoredObject) -> None:
         await self._store.check_parts_present(obj)
+
+    def storage_stats(self) -> dict[str, Any]:
+        """Counters of this node's storage engine, for diagnostics and benchmarks."""
+        store = self._store
+        return {"slot_cache": dataclasses.asdict(store.slot_stats),
+                "read_cache": dataclasses.asdict(store.read_cache_stats),
+                "recovered_writes": store.recovered_writes,
+                "migrated_slots": store.migrated_slots}
 
     async def local_heads(self, prefix: str, after: str | None, limit: int) -> list[Head]:
         """This node's current heads (tombstones included), for cluster listings."""
