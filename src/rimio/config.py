@@ -113,6 +113,8 @@ class ServerConfig:
     body_rate_grace_seconds: float = 10.0
     # Requests served at once; more are answered 503 with Retry-After.
     max_inflight_requests: int = 1024
+    # Client connections held open at once; more are answered 503 and closed.
+    max_connections: int = 2048
     # Connections to other nodes for forwarded requests and listings, and how
     # long a request waits for one before it is answered 503.
     forward_pool_connections: int = 64
@@ -346,6 +348,8 @@ SERVER_SECTION: Final = Section((
            "time an upload gets before its rate is enforced"),
     Option("max_inflight_requests", Integer(1, 1 << 20),
            "requests served at once; more are answered 503"),
+    Option("max_connections", Integer(1, 1 << 20),
+           "client connections held open at once; more are answered 503 and closed"),
     Option("forward_pool_connections", Integer(1, 4096),
            "connections to other nodes for forwarded requests"),
     Option("forward_pool_timeout_seconds", Number(0.01, 3600),

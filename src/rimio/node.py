@@ -29,6 +29,7 @@ from hypercorn.trio import serve
 
 from rimio.api.access import with_access
 from rimio.api.app import NodeView, create_app
+from rimio.api.connections import cap_connections
 from rimio.api.inflight import InFlight
 from rimio.api.limits import RequestLimits
 from rimio.cluster.membership import MembershipService
@@ -252,7 +253,7 @@ class Node:
 
     def _hypercorn_config(self, listener: socket.socket) -> HypercornConfig:
         server = self.config.cluster.server
-        return HypercornConfig.from_mapping(
+        hconfig = HypercornConfig.from_mapping(
             # Hypercorn listens on the socket bound in `__aenter__` and closes
             # it when it stops serving; detaching hands it the descriptor.
             bind=[f"fd://{listener.detach()}"],
@@ -263,6 +264,8 @@ class Node:
             errorlog=logging.getLogger("rimio.http"),
             include_server_header=False,
         )
+        cap_connections(hconfig, server.max_connections)
+        return hconfig
 
     async def _serve(self, app: InFlight, hconfig: HypercornConfig, *,
                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:

@@ -238,3 +238,45 @@ async def test_an_exhausted_forward_pool_is_a_503() -> None:
             nursery.cancel_scope.cancel()
     finally:
         await peers.aclose()
+
+
+async def _get_healthz(stream: trio.SocketStream) -> bytes:
+    await stream.send_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    received = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            received += data
+    return received
+
+
+async def test_connections_beyond_the_cap_get_503_and_are_closed(tmp_path: Path) -> None:
+    config = single_node_config(tmp_path / "data")
+    # hypercorn notices a client's close of an idle keep-alive connection
+    # only when its keep-alive timer ends, so the place frees up then.
+    server = replace(SERVER, max_connections=2)
+    config = NodeConfig(cluster=replace(config.cluster, server=server), spec=config.spec)
+    async with Node(config) as node:
+        port = node.address.port
+        first = await trio.open_tcp_stream("127.0.0.1", port)
+        second = await trio.open_tcp_stream("127.0.0.1", port)
+        # Both held connections are served (and stay open: keep-alive).
+        assert (await _get_healthz(first)).startswith(b"HTTP/1.1 200")
+        assert (await _get_healthz(second)).startswith(b"HTTP/1.1 200")
+        async with await trio.open_tcp_stream("127.0.0.1", port) as third:
+            await third.send_all(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, refused = await _until_closed(third, 5)
+        assert refused.startswith(b"HTTP/1.1 503")
+        assert b"Retry-After: 1" in refused and b'"busy"' in refused
+        await first.aclose()
+        # A place is free again once a held connection closes.
+        with trio.fail_after(5):
+            while True:
+                async with await trio.open_tcp_stream("127.0.0.1", port) as again:
+                    answer = await _get_healthz(again)
+                if answer.startswith(b"HTTP/1.1 200"):
+                    break
+                await trio.sleep(0.05)
+        await second.aclose()
