@@ -16,9 +16,11 @@ import dataclasses
 import enum
 import os
 import re
+from collections import Counter
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import yaml
 
@@ -28,6 +30,8 @@ from rimio.core.keyring import KeyRing, KeyRingError
 from rimio.core.schema import Context, Integer, ListOf, Number, Option, Section, Text
 from rimio.core.slots import DEFAULT_TOTAL_SLOTS
 from rimio.core.swim import SwimConfig
+
+H = TypeVar("H", bound=Hashable)
 
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _CLUSTER_NAME = NODE_ID
@@ -283,7 +287,8 @@ TOKEN_SECTION: Final = Section((
            required=True),
     Option("sha256", Text(_SHA256_HEX, "expected 64 hex characters (the token's SHA-256)"),
            "hex SHA-256 of the token (`rimio token new` prints it)", required=True),
-    Option("scope", Text(re.compile(r"^(read|write)\Z"), "expected read or write"),
+    Option("scope", Text(re.compile(f"^({'|'.join(s.value for s in Scope)})\\Z"),
+                         "expected " + " or ".join(s.value for s in Scope)),
            "read, or write (which implies read)", required=True),
 ))
 
@@ -468,12 +473,10 @@ def _node_specs(checked: list[dict[str, Any]]) -> tuple[NodeSpec, ...]:
         )
         for node in checked
     )
-    ids = [n.node_id for n in nodes]
-    dup = next((x for x in ids if ids.count(x) > 1), None)
+    dup = _first_duplicate(n.node_id for n in nodes)
     if dup is not None:
         raise ConfigError(f"initial_cluster.nodes: node id {dup!r} appears twice")
-    advertised = [str(n.advertise_addr) for n in nodes]
-    dup = next((x for x in advertised if advertised.count(x) > 1), None)
+    dup = _first_duplicate(str(n.advertise_addr) for n in nodes)
     if dup is not None:
         raise ConfigError(f"initial_cluster.nodes: address {dup} is used by two nodes")
     return nodes
@@ -504,11 +507,16 @@ def _access(checked: dict[str, Any] | None) -> AccessConfig | None:
         return None
     tokens = tuple(AccessToken(t["name"], bytes.fromhex(t["sha256"]), Scope(t["scope"]))
                    for t in checked["tokens"])
-    names = [t.name for t in tokens]
-    dup = next((x for x in names if names.count(x) > 1), None)
+    dup = _first_duplicate(t.name for t in tokens)
     if dup is not None:
         raise ConfigError(f"access.tokens: name {dup!r} appears twice")
-    digests = [t.sha256 for t in tokens]
-    if len(set(digests)) != len(digests):
+    if _first_duplicate(t.sha256 for t in tokens) is not None:
         raise ConfigError("access.tokens: two entries have the same sha256")
     return AccessConfig(tokens)
+
+
+def _first_duplicate(items: Iterable[H]) -> H | None:
+    """The first item of `items` that appears more than once, if any."""
+    listed = list(items)
+    counts = Counter(listed)
+    return next((x for x in listed if counts[x] > 1), None)

@@ -28,8 +28,6 @@ class BadRequest(RimioError):
 class InvalidPath(BadRequest):
     """A blob path that the path rules refuse."""
 
-    code = "bad_request"
-
 
 class Unauthorized(RimioError):
     code = "unauthorized"

@@ -257,6 +257,7 @@ Frame: TypeAlias = (
 
 _ID = wire.Text(MAX_ID_LEN)
 _ADDR = wire.Text(MAX_ADDR_LEN)
+_CLUSTER = wire.Text(MAX_CLUSTER_LEN)
 _UINT = wire.UInt()
 _BOOL = wire.Bool()
 _Row = tuple[str, str, wire.Codec[Any]]  # (dataclass field, wire key, codec)
@@ -380,7 +381,7 @@ def decode(data: bytes, *, max_size: int, cluster: str | None = None) -> Frame:
     if layout is None:
         raise FrameError(FrameErrorReason.UNKNOWN_TYPE, t[:MAX_KIND_LEN])
     try:
-        c = wire.Text(MAX_CLUSTER_LEN).decode(obj.get("c"), "c")
+        c = _CLUSTER.decode(obj.get("c"), "c")
         if cluster is not None and c != cluster:
             raise FrameError(FrameErrorReason.WRONG_CLUSTER, c)
         frame: Frame = layout.decode(obj, t)
@@ -401,8 +402,7 @@ MAX_FRAME_KEYS: Final = 32
 MAX_UPDATE_KEYS: Final = 16
 # Longest string on the wire, in UTF-8 bytes (a 256-character address).
 MAX_TEXT_BYTES: Final = 4 * MAX_ADDR_LEN
-_STATE_ROW: Final = 4  # node, address, status, incarnation
-_LIST_KEYS: Final = {"u": MAX_UPDATES, "m": MAX_STATES}
+_STATE_ROW: Final = len(_MEMBER_STATE.fields)  # node, address, status, incarnation
 
 
 class _Reader:

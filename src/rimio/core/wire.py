@@ -48,10 +48,14 @@ class Text(Codec[str]):
     max_len: int
 
     def decode(self, raw: Any, key: str) -> str:
-        # `type(...) is` rather than isinstance: a str subclass is not wire data.
-        if type(raw) is not str or len(raw) > self.max_len:
-            raise WireShapeError(f"field {key!r} must be a string of at most {self.max_len} chars")
-        return raw
+        return _text(raw, key, self.max_len)
+
+
+def _text(raw: Any, key: str, max_len: int) -> str:
+    # `type(...) is` rather than isinstance: a str subclass is not wire data.
+    if type(raw) is not str or len(raw) > max_len:
+        raise WireShapeError(f"field {key!r} must be a string of at most {max_len} chars")
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ class EnumText(Codec[E]):
         return value.value
 
     def decode(self, raw: Any, key: str) -> E:
-        text = Text(self.max_len).decode(raw, key)
+        text = _text(raw, key, self.max_len)
         try:
             return self.enum_type(text)
         except ValueError:
@@ -184,8 +188,9 @@ class Tagged(Codec[Any]):
         return self._tags[type(value)]
 
     def encode(self, value: Any) -> Any:
-        body: dict[str, Any] = {self.tag_key: self.tag_of(value)}
-        body.update(self.variants[self.tag_of(value)].encode(value))
+        tag = self.tag_of(value)
+        body: dict[str, Any] = {self.tag_key: tag}
+        body.update(self.variants[tag].encode(value))
         return body
 
     def decode(self, raw: Any, key: str) -> Any:

@@ -435,8 +435,7 @@ class Member:
             self._pulled_unknown.clear()
         self._pulled_unknown[source] = now
         self._last_unknown_pull = now
-        peers = [r for r in self._table if r.status is Status.ALIVE and r.node != self.node_id]
-        for r in self._sample(peers, 1):
+        for r in self._sample(self._alive_peers(), 1):
             self._send_push_pull(out, r.address, r.node, join=False)
 
     def _advertised(self, node: str, address: str) -> bool:
@@ -644,9 +643,7 @@ class Member:
         return self.config.push_pull_interval * mult
 
     def _on_push_pull_tick(self, now: float, out: list[Action]) -> None:
-        peers: list[tuple[str, str | None]] = [
-            (r.address, r.node) for r in self._table
-            if r.status is Status.ALIVE and r.node != self.node_id]
+        peers: list[tuple[str, str | None]] = [(r.address, r.node) for r in self._alive_peers()]
         alone = not peers and bool(self._seeds)
         interval = self.config.join_retry_interval if alone else self._push_pull_interval()
         self._set_timer(out, PUSH_PULL, now + interval)
@@ -708,6 +705,10 @@ class Member:
 
     def _live_peers(self) -> list[MemberRecord]:
         return [r for r in self._table if r.live and r.node != self.node_id]
+
+    def _alive_peers(self) -> list[MemberRecord]:
+        """Peers known alive (not suspect): whom a push-pull goes to."""
+        return [r for r in self._table if r.status is Status.ALIVE and r.node != self.node_id]
 
     def _sample(self, items: Sequence[_T], k: int) -> list[_T]:
         return self._rng.sample(list(items), min(k, len(items)))

@@ -51,7 +51,7 @@ class MemberRecord:
     @property
     def live(self) -> bool:
         """Alive or suspect: still probed and gossiped to."""
-        return self.status in (Status.ALIVE, Status.SUSPECT)
+        return self.status.counts_as_alive
 
 
 class MemberTable:
