@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from rimio.api.asgi_io import send_json
+from rimio.api.errors import error_body
 from rimio.config import AccessToken, Scope
 
 ASGIScope = MutableMapping[str, Any]
@@ -123,16 +124,13 @@ class AccessControl:
 
 
 async def _refuse(scope: ASGIScope, send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    headers: list[tuple[bytes, bytes]] = []
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="rimio"'))
     if _has_body(scope):
         # The body stays unread: the connection cannot carry another request.
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, error_body(code, message), headers)
 
 
 def with_access(app: Any, tokens: Sequence[AccessToken] | None) -> Any:

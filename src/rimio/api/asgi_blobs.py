@@ -68,9 +68,7 @@ class BlobApp:
             if responder.started:
                 raise  # too late for an error answer: hypercorn drops the connection
             answer = answer_for(exc)
-            headers = {"Content-Type": _JSON, "Content-Length": str(len(answer.body)),
-                       **answer.headers}
-            await responder.whole(answer.status, headers, answer.body)
+            await _json(responder, answer.status, answer.body, **answer.headers)
 
     async def _serve(self, request: AsgiRequest, responder: AsgiResponder) -> None:
         method = request.method

@@ -179,3 +179,13 @@ async def _overlapped(chunks: AsyncIterator[bytes],
         async with recv_ch:
             async for chunk in recv_ch:
                 await sink(chunk)
+
+
+async def send_json(send: Send, status: int, body: bytes,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole JSON answer straight over ASGI (for the middlewares, which
+    answer before any application has a responder)."""
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})

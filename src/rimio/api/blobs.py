@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from rimio.api.http import json_response
+from rimio.api.http import json_response, parse_count
 from rimio.core.errors import BadRequest
 from rimio.ops.objects import DEFAULT_LIST_LIMIT, ObjectService
 
@@ -28,13 +28,11 @@ class BlobHandlers:
 
     async def list_blobs(self) -> Response:
         args = request.args
-        limit_text = args.get("limit", str(DEFAULT_LIST_LIMIT))
-        # ASCII digits only: int() refuses some characters isdigit() accepts ("²")
-        if not (limit_text.isascii() and limit_text.isdigit()) or len(limit_text) > 9:
-            raise BadRequest("limit must be a positive integer")
+        limit = parse_count(args.get("limit", str(DEFAULT_LIST_LIMIT)), 9,
+                            "limit must be a positive integer")
         include = _BOOLEANS.get(args.get("include_deleted", "false").lower())
         if include is None:
             raise BadRequest("include_deleted must be true or false")
-        page = await self._objects.list(args.get("prefix", ""), int(limit_text),
+        page = await self._objects.list(args.get("prefix", ""), limit,
                                         args.get("cursor") or None, include)
         return json_response(page)

@@ -12,13 +12,14 @@ the process) behaves exactly as before.
 
 from __future__ import annotations
 
-import json
 import weakref
 from typing import Any
 
 import hypercorn.trio.run as hypercorn_run
 import trio
 from hypercorn.trio.tcp_server import TCPServer
+
+from rimio.api.errors import error_body
 
 # How long a refused connection is given to send its request before it is
 # closed: closing with unread bytes would reset it before the client reads
@@ -27,9 +28,8 @@ _REFUSE_LINGER = 0.5
 
 
 def _refusal() -> bytes:
-    body = json.dumps({"error": {"code": "busy",
-                                 "message": "the node holds its maximum number of "
-                                            "connections; retry shortly"}}).encode()
+    body = error_body("busy", "the node holds its maximum number of connections; "
+                              "retry shortly")
     head = ("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
             "Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
@@ -42,7 +42,6 @@ class ConnectionCap:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open_now = 0
-        self.refused = 0
 
 
 # hypercorn configuration object → its cap (a node's config lives as long as its server).
@@ -64,7 +63,6 @@ class _CappedTCPServer(TCPServer):  # type: ignore[misc]
             await super().run()
             return
         if cap.open_now >= cap.limit:
-            cap.refused += 1
             await _refuse(self.stream)
             return
         cap.open_now += 1

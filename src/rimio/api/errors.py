@@ -97,10 +97,6 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     return ErrorAnswer(status, error_body(err.code, err.message), headers)
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return Response(error_body(code, message), status=status, content_type="application/json")
-
-
 def _response(answer: ErrorAnswer) -> Response:
     resp = Response(answer.body, status=answer.status, content_type="application/json")
     resp.headers.update(answer.headers)
@@ -108,16 +104,12 @@ def _response(answer: ErrorAnswer) -> Response:
 
 
 def install_error_handlers(app: QuartTrio) -> None:
-    async def _rimio(exc: RimioError) -> Response:
-        return _response(answer_for(exc))
-
-    app.register_error_handler(RimioError, _rimio)
-
     @app.errorhandler(HTTPException)
     async def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(status, code, exc.description or exc.name or "error")
+        return _response(ErrorAnswer(status, error_body(code, exc.description or exc.name
+                                                        or "error")))
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Response:

@@ -51,13 +51,18 @@ def blob_path_of(raw_path: bytes) -> str:
 # -- header parsing -------------------------------------------------------------
 
 
+def parse_count(value: str, max_digits: int, message: str) -> int:
+    """A non-negative decimal of at most `max_digits` ASCII digits, or BadRequest(message).
+    (isdigit alone would let "²" through, which int() refuses.)"""
+    if not value.isascii() or not value.isdigit() or len(value) > max_digits:
+        raise BadRequest(message)
+    return int(value)
+
+
 def parse_content_length(value: str | None) -> int | None:
     if value is None:
         return None
-    # (isdigit alone would let "²" through, which int() refuses)
-    if not value.isascii() or not value.isdigit() or len(value) > _MAX_DIGITS:
-        raise BadRequest("Content-Length is not a number")
-    return int(value)
+    return parse_count(value, _MAX_DIGITS, "Content-Length is not a number")
 
 
 def etag_list(value: str) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import trio
 from quart import Blueprint, Response, request
 
-from rimio.api.http import json_response, raw_target
+from rimio.api.http import json_response, parse_count, raw_target
 from rimio.core.auth import AuthError, ReplayCacheFull, ReplayGuard, verify
 from rimio.core.errors import BadRequest, Busy, PayloadTooLarge, Unauthorized
 from rimio.core.keyring import KeyRing
@@ -48,7 +48,7 @@ class InternalNode(Protocol):
     @property
     def keyring(self) -> KeyRing | None: ...
     @property
-    def membership(self) -> MembershipService | None: ...
+    def membership(self) -> MembershipService: ...
     @property
     def max_frame_size(self) -> int: ...
     def bootstrap_state(self) -> dict[str, Any]: ...
@@ -103,18 +103,14 @@ class InternalHandlers:
     async def gossip_packet(self) -> Response:
         received_at = trio.current_time()  # stamp on receipt, before anything else
         body = await self.authenticated_body()
-        membership = self._node.membership
-        if membership is not None:
-            membership.deliver_packet(request.args.get("from", ""), body, received_at)
+        self._node.membership.deliver_packet(request.args.get("from", ""), body, received_at)
         return Response(b"", status=204)
 
     async def gossip_stream(self) -> Response:
         received_at = trio.current_time()
         body = await self.authenticated_body(any_destination=True)
-        membership = self._node.membership
-        reply = None
-        if membership is not None:
-            reply = membership.answer_stream(request.args.get("from", ""), body, received_at)
+        reply = self._node.membership.answer_stream(request.args.get("from", ""), body,
+                                                    received_at)
         if reply is None:
             return Response(b"", status=204)
         return Response(reply, status=200, content_type=CONTENT_TYPE)
@@ -123,12 +119,11 @@ class InternalHandlers:
         """This node's current heads, tombstones included, for cluster listings."""
         await self.authenticated_body()
         args = request.args
-        limit_text = args.get("limit", "1000")
-        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9
-        if not digits or not 1 <= int(limit_text) <= MAX_LIST_LIMIT + 1:
+        limit = parse_count(args.get("limit", "1000"), 9, "limit out of range")
+        if not 1 <= limit <= MAX_LIST_LIMIT + 1:
             raise BadRequest("limit out of range")
         found = await self._node.objects.local_heads(args.get("prefix", ""), args.get("after"),
-                                                     int(limit_text))
+                                                     limit)
         return json_response({"heads": [h.to_dict() for h in found]})
 
     async def stats(self) -> Response:

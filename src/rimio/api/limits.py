@@ -28,11 +28,10 @@ from typing import Any
 
 import trio
 
-from rimio.api.asgi_io import Message, Receive, Scope, Send
+from rimio.api.asgi_io import Message, Receive, Scope, Send, send_json
 from rimio.api.errors import error_body
 
 EXEMPT_PREFIXES = ("/internal/v1/gossip/",)
-_JSON = b"application/json"
 
 
 class BodyStalled(Exception):
@@ -57,8 +56,7 @@ class _BodyClock:
             return math.inf
         return max(0.0, self._grace + self.received / self._rate - self.waited)
 
-    def timed(self, receive: Receive, stalled: trio.CancelScope,
-              flag: list[bool]) -> Receive:
+    def timed(self, receive: Receive, stalled: trio.CancelScope) -> Receive:
         async def timed_receive() -> Message:
             if self.complete:
                 return await receive()  # only the disconnect is left to wait for
@@ -67,7 +65,6 @@ class _BodyClock:
                 message = await receive()
             self.waited += trio.current_time() - started
             if wait.cancelled_caught:
-                flag[0] = True
                 stalled.cancel()
                 await trio.lowlevel.checkpoint()  # raises Cancelled into the app
                 raise BodyStalled()  # not reached: the scope is cancelled
@@ -117,23 +114,18 @@ class RequestLimits:
             await send(message)
 
         clock = _BodyClock(self._min_rate, self._grace)
-        stalled = [False]
+        # Only the body clock cancels this scope (a stop of the node cancels
+        # an outer one), so `cancel_called` says the upload was too slow.
         with trio.CancelScope() as scope_of_app:
-            await self._app(scope, clock.timed(receive, scope_of_app, stalled), tracking_send)
-        if stalled[0] and not started[0]:
+            await self._app(scope, clock.timed(receive, scope_of_app), tracking_send)
+        if scope_of_app.cancel_called and not started[0]:
             # hypercorn closes the connection after this answer: the request
             # body is incomplete, so the connection cannot be reused.
             body = error_body("request_timeout",
                               "the request body arrived too slowly; upload cut off")
-            await send({"type": "http.response.start", "status": 408, "headers": [
-                (b"content-type", _JSON), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close")]})
-            await send({"type": "http.response.body", "body": body})
+            await send_json(send, 408, body, [(b"connection", b"close")])
 
 
 async def _busy(send: Send) -> None:
     body = error_body("busy", "the node is serving as many requests as it may; retry later")
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", _JSON), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 503, body, [(b"retry-after", b"1"), (b"connection", b"close")])
