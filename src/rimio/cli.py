@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import resource
 import secrets
@@ -22,6 +20,7 @@ from pathlib import Path
 import trio
 
 from rimio import __version__
+from rimio.api.access import token_digest
 from rimio.cluster.bootstrap import config_from_bootstrap, fetch_bootstrap, parse_cluster_url
 from rimio.config import (
     NODE_ID,
@@ -31,6 +30,7 @@ from rimio.config import (
     NodeSpec,
     ReplicationConfig,
     Scope,
+    ensure_key_file,
     load_config,
     load_keyring,
     write_key_file,
@@ -101,9 +101,6 @@ async def _join(args: argparse.Namespace) -> None:
     info = await fetch_bootstrap(seeds, keyring)
     config = config_from_bootstrap(info, args.node, listen, advertise, args.disk.resolve(),
                                    key_file)
-    if key_file is None:
-        config = dataclasses.replace(
-            config, cluster=dataclasses.replace(config.cluster, insecure=True))
     await run_node(config, seeds=info.seeds)
 
 
@@ -112,7 +109,7 @@ def new_token(name: str, scope: str) -> tuple[str, str]:
     if not NODE_ID.match(name):
         raise ConfigError("--name: use letters, digits, '.', '_' or '-' (max 63)")
     token = "rimio_" + secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    digest = token_digest(token).hex()
     entry = f"- name: {name}\n  sha256: {digest}\n  scope: {Scope(scope).value}\n"
     return token, entry
 
@@ -159,18 +156,6 @@ def demo_configs(data: Path, port: int, count: int) -> list[NodeConfig]:
                             replication=ReplicationConfig(replicas=1, min_write_replicas=1),
                             key_file=data / "cluster.key")
     return [NodeConfig(cluster=cluster, spec=s) for s in specs]
-
-
-def ensure_demo_key(key_file: Path) -> None:
-    """Make the demo's key file unless an earlier run left one."""
-    if key_file.exists():
-        load_keyring(key_file)  # refuse a damaged one now, in one line
-        return
-    try:
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {key_file.parent}: {exc.strerror or exc}") from None
-    write_key_file(key_file)
 
 
 def _single_leaf(exc: BaseException) -> BaseException:
@@ -237,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             for config in configs:  # before the key file is made
                 check_port_free(config.spec.bind_addr)
             assert configs[0].cluster.key_file is not None
-            ensure_demo_key(configs[0].cluster.key_file)
+            ensure_key_file(configs[0].cluster.key_file)
             trio.run(run_nodes, configs, DEMO_BANNER.replace("{data}", str(data)))
         elif args.command == "keygen":
             write_key_file(args.path)

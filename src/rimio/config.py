@@ -423,6 +423,18 @@ def write_key_file(path: Path) -> None:
         out.write(text)
 
 
+def ensure_key_file(path: Path) -> None:
+    """Make a new key file at `path` unless one is there (then check it reads)."""
+    if path.exists():
+        load_keyring(path)  # refuse a damaged one now, in one line
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    write_key_file(path)
+
+
 def load_config(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster file; raises `ConfigError` on any defect."""
     file = Path(path)

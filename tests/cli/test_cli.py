@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from rimio.api.access import AccessControl
-from rimio.cli import demo_configs, ensure_demo_key, main
-from rimio.config import load_keyring, parse_config
+from rimio.cli import demo_configs, main
+from rimio.config import ensure_key_file, load_keyring, parse_config
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -113,9 +113,9 @@ def test_demo_makes_its_key_under_its_data_directory(tmp_path: Path) -> None:
     configs = demo_configs(data, 19500, 3)
     key = configs[0].cluster.key_file
     assert key == data / "cluster.key"
-    ensure_demo_key(key)
+    ensure_key_file(key)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     first = key.read_text()
-    ensure_demo_key(key)  # a second run keeps the key
+    ensure_key_file(key)  # a second run keeps the key
     assert key.read_text() == first
     configs[0].cluster.check_keyed()

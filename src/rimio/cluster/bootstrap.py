@@ -142,6 +142,9 @@ def config_from_bootstrap(info: BootstrapInfo, node_id: str, listen: Address,
         storage=StorageConfig(part_size_bytes=parsed.storage.part_size_bytes,
                               max_object_bytes=parsed.storage.max_object_bytes),
         key_file=key_file,
+        # Without a key file the seed said the cluster has no key (checked
+        # above): the joiner runs keyless knowingly, like its peers.
+        insecure=key_file is None,
         membership=parsed.membership,
         access=parsed.access,
     )

@@ -114,6 +114,10 @@ class ObjectService:
         self._addresses = {n.node_id: str(n.advertise_addr) for n in config.cluster.nodes}
         self._liveness: Liveness = liveness if liveness is not None else EveryoneReachable()
         self.peers = peers
+        # slot → its replica set. The layout is fixed by the configuration in
+        # this version, so each slot's set is hashed out once, not per request
+        # (a blob request resolves its path twice: to route it, then to serve it).
+        self._replica_sets: dict[int, tuple[str, ...]] = {}
 
     # -- routing ----------------------------------------------------------------
 
@@ -121,9 +125,12 @@ class ObjectService:
         path = normalize_path(raw_path)
         cluster = self._config.cluster
         slot = slot_for_path(path, cluster.replication.total_slots)
-        layout = [n.node_id for n in cluster.nodes]
-        replicas = replicas_for_slot(slot, layout, cluster.effective_replicas)
-        return Resolution(path, slot, tuple(replicas), cluster.write_quorum, SLOT_EPOCH)
+        replicas = self._replica_sets.get(slot)
+        if replicas is None:
+            layout = [n.node_id for n in cluster.nodes]
+            replicas = tuple(replicas_for_slot(slot, layout, cluster.effective_replicas))
+            self._replica_sets[slot] = replicas
+        return Resolution(path, slot, replicas, cluster.write_quorum, SLOT_EPOCH)
 
     def route(self, raw_path: str) -> tuple[Resolution, str | None]:
         """Where a request for `raw_path` is served: here (None) or the address

@@ -39,7 +39,7 @@ from rimio.config import (
     NodeSpec,
     ReplicationConfig,
     StorageConfig,
-    write_key_file,
+    ensure_key_file,
 )
 from rimio.core.frames import Status
 from rimio.net.http import HttpTransport
@@ -209,9 +209,7 @@ class LocalCluster:
         self.base_dir = Path(base_dir)
         if key_file is None and not insecure:
             key_file = self.base_dir / "cluster.key"
-            if not key_file.exists():
-                self.base_dir.mkdir(parents=True, exist_ok=True)
-                write_key_file(key_file)
+            ensure_key_file(key_file)
         self.transport = transport
         self.plan = FaultPlan(seed=seed)
         specs = [self._spec(f"node-{i + 1}") for i in range(size)]
