@@ -1,0 +1,100 @@
+"""The replica protocol: what a coordinator asks of each replica of a slot
+(RFC 0011 §5).
+
+One protocol serves every replica, this node's own included: the local one
+(`rimio.storage.replica.LocalReplica`) calls the store directly, a remote one
+(`rimio.cluster.replicas.HttpReplica`) speaks the signed internal API. Every
+operation is idempotent on retry, so a coordinator may repeat any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rimio.core.errors import RimioError
+from rimio.core.head import Head
+
+
+@dataclass(frozen=True, slots=True)
+class HeadAnswer:
+    """A replica's current head of a path (None: never written there) and the
+    result it recorded for the write id asked about (None: none)."""
+
+    head: Head | None
+    write_result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """A part a replica holds for a pending write: its index, the SHA-256 of
+    its (uncompressed) bytes and their count."""
+
+    index: int
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyAnswer:
+    """`applied`: the head offered is now (or already was) the replica's
+    current head. `current`: the replica's current head after the call."""
+
+    applied: bool
+    current: Head | None
+
+
+class ReplicaUnavailable(RimioError):
+    """The replica could not be asked: unreachable, timed out, or it failed."""
+
+
+class StaleLayout(RimioError):
+    """The replica's layout is newer than the one the request was sent under."""
+
+    def __init__(self, message: str, replica_version: int) -> None:
+        super().__init__(message)
+        self.replica_version = replica_version
+
+
+class PartMissing(RimioError):
+    """A part asked for is not on the replica (or not whole)."""
+
+
+class Replica(Protocol):
+    """One replica of a slot, as a coordinator sees it."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    async def get_head(self, slot: int, path: str, write_id: str | None = None) -> HeadAnswer:
+        ...
+
+    async def put_part(self, slot: int, path: str, generation: int, index: int,
+                       chunks: AsyncIterable[bytes]) -> PartInfo:
+        """Store one part of a pending write of `generation` (not yet visible)."""
+        ...
+
+    async def apply_head(self, head: Head, parts: Sequence[PartInfo], inline: bytes | None,
+                         write_result: dict[str, Any] | None,
+                         layout_version: int) -> ApplyAnswer:
+        """Make `head` current if it beats the replica's own by the head order.
+        `inline`: the whole object, for one small enough to live in its row
+        (then `parts` is empty). `write_result` is recorded for the head's
+        write id either way."""
+        ...
+
+    async def abort(self, slot: int, path: str, generation: int) -> None:
+        """Remove the parts uploaded for a write of `generation` that will not commit."""
+        ...
+
+    def read_part(self, head: Head, index: int, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes `start..end` (end exclusive, within the part) of part `index`
+        of the object `head` names. Raises PartMissing if absent."""
+        ...
+
+    async def list_heads(self, slot: int | None, prefix: str, after: str | None,
+                         limit: int) -> list[Head]:
+        """Current heads (tombstones included) in path order after `after`;
+        `slot` None: every slot the replica holds."""
+        ...
