@@ -55,6 +55,8 @@ def bench(session: nox.Session) -> None:
     quick = [a for a in session.posargs if a == "--quick"]
     session.run("python", "benchmarks/bench_single_node.py", "--out",
                 "benchmarks/single-node.md", *session.posargs)
+    session.run("python", "benchmarks/bench_cluster.py", "--out", "benchmarks/cluster.md",
+                *quick)
     session.run("python", "benchmarks/membership/run.py", "--out",
                 "benchmarks/membership/results.md", *quick)
     session.run("python", "benchmarks/combine.py")

@@ -1,8 +1,9 @@
 """Assemble benchmarks/RESULTS.md from the reports of the individual benchmarks.
 
-Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md)
-and `membership/run.py` (-> benchmarks/membership/results.md). A report that
-is missing is named as missing, never replaced by older figures.
+Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md),
+`bench_cluster.py` (-> benchmarks/cluster.md) and `membership/run.py`
+(-> benchmarks/membership/results.md). A report that is missing is named as
+missing, never replaced by older figures.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PARTS = [
     ("Single node (issues 2 and 10)", HERE / "single-node.md"),
+    ("Three-node cluster (issue 7)", HERE / "cluster.md"),
     ("Membership, simulated (issue 3)", HERE / "membership" / "results.md"),
 ]
 
