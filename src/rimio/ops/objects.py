@@ -141,9 +141,7 @@ class ObjectService:
         of the replica to forward it to. Raises QuorumLost when nobody can."""
         res = self.resolve(raw_path)
         me = self._config.node_id
-        if res.replicas == (me,):
-            return res, None
-        if me in res.replicas or len(res.replicas) > 1:
+        if len(res.replicas) > 1:
             raise QuorumLost(
                 f"slot {res.slot_id} is placed on {', '.join(res.replicas)}; with more than one "
                 "replica per slot, writes and reads need replication between nodes, which this "
