@@ -1,4 +1,5 @@
-"""`rimio`: the command line (`start`, `join`, `demo`, `keygen`, `token new`).
+"""`rimio`: the command line (`start`, `join`, `demo`, `keygen`, `token new`,
+`admin decommission`).
 
 Every failure a user can cause ends in one line on stderr and a non-zero
 exit status, never a traceback. A running node rereads its cluster key file
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import resource
 import secrets
 import signal
@@ -22,6 +24,7 @@ import trio
 from rimio import __version__
 from rimio.api.access import token_digest
 from rimio.cluster.bootstrap import config_from_bootstrap, fetch_bootstrap, parse_cluster_url
+from rimio.cluster.decommission import decommission
 from rimio.config import (
     NODE_ID,
     Address,
@@ -199,7 +202,31 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     token_new.add_argument("--name", required=True, help="the token's name, shown in logs")
     token_new.add_argument("--scope", required=True, choices=[s.value for s in Scope],
                            help="read, or write (which implies read)")
+
+    admin = sub.add_parser("admin", help="operate a running cluster")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    drain = admin_sub.add_parser("decommission",
+                                 help="drain a node; exits 0 once it holds no slot")
+    drain.add_argument("node", help="the node id to decommission")
+    drain.add_argument("--via", required=True, help="URL of any running node, http://host:port")
+    drain.add_argument("--key-file", type=Path, help="the cluster key file")
+    drain.add_argument("--token", help="a client token, when the API has an access section "
+                       "(default: $RIMIO_TOKEN)")
+    drain.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    drain.add_argument("--timeout", type=float, default=0.0,
+                       help="give up after this many seconds (default: wait)")
     return parser.parse_args(argv)
+
+
+async def _decommission(args: argparse.Namespace) -> None:
+    keyring = load_keyring(args.key_file.resolve()) if args.key_file else None
+    token = args.token or os.environ.get("RIMIO_TOKEN") or None
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    await decommission(args.node, args.via, keyring, token=token, interval=args.interval,
+                       timeout=args.timeout or None, report=report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             write_key_file(args.path)
             print(f"wrote a new cluster key to {args.path}; copy it to every node and set "
                   "cluster.key_file", file=sys.stderr)
+        elif args.command == "admin":
+            trio.run(_decommission, args)
         elif args.command == "token":
             token, entry = new_token(args.name, args.scope)
             print(TOKEN_HELP.format(token=token, entry=entry), end="")

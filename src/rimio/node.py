@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
@@ -32,9 +33,19 @@ from rimio.api.app import NodeView, create_app
 from rimio.api.connections import cap_connections
 from rimio.api.inflight import InFlight
 from rimio.api.limits import RequestLimits
+from rimio.cluster.layout import (
+    DEFAULT_EXCHANGE_INTERVAL,
+    LAYOUT_FILE,
+    LayoutJoinError,
+    LayoutService,
+    empty_layout,
+    founding_layout,
+)
+from rimio.cluster.layout_client import LayoutClient
 from rimio.cluster.membership import MembershipService
 from rimio.cluster.peers import PeerClient
 from rimio.config import Address, NodeConfig, load_keyring
+from rimio.core.frames import FrameError
 from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
@@ -75,17 +86,22 @@ class Node:
     """One Rimio node.
 
     `seeds` are extra gossip addresses to join through (used by `rimio join`);
-    founding nodes seed from the other nodes of `initial_cluster`.
+    founding nodes seed from the other nodes of `initial_cluster`. A node
+    given seeds is `joining` (unless told otherwise): on its first start it
+    enters the shared layout through the other nodes of its configuration
+    instead of computing the founding layout.
     `make_transport` replaces the HTTP gossip transport (the test harness uses
     it): it is called with the node's final address, and the node closes what
     it returns.
     """
 
     def __init__(self, config: NodeConfig, *, seeds: Sequence[str] = (),
-                 make_transport: TransportFactory | None = None) -> None:
+                 make_transport: TransportFactory | None = None,
+                 joining: bool | None = None) -> None:
         config.cluster.check_keyed()
         self.config = config
         self._extra_seeds = list(seeds)
+        self._joining = bool(seeds) if joining is None else joining
         self._make_transport = make_transport
         # One ring object for the node's lifetime: the gossip sealing, the peer
         # client and the internal-API verifier all read it at each use, and
@@ -107,6 +123,7 @@ class Node:
         # Built by `__aenter__`, once the address is final.
         self.membership: MembershipService | None = None
         self.objects: ObjectService | None = None
+        self.layout: LayoutService | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -147,17 +164,22 @@ class Node:
             peers = PeerClient(self.keyring, max_connections=server.forward_pool_connections,
                                pool_timeout=server.forward_pool_timeout_seconds)
             stack.push_async_callback(peers.aclose)
-            objects = ObjectService(self.config, self.store, peers=peers, liveness=membership)
+            layout_client = LayoutClient(self.keyring)
+            stack.push_async_callback(layout_client.aclose)
+            layout = await self._build_layout(membership, layout_client)
+            objects = ObjectService(self.config, self.store, peers=peers, liveness=membership,
+                                    placement=layout)
             view = NodeView(
                 node_id=self.node_id,
                 cluster=self.config.cluster,
                 address=str(self.address),
                 objects=objects,
                 membership=membership,
+                layout=layout,
                 keyring=self.keyring,
                 max_frame_size=self.config.cluster.swim_config().max_frame_size,
             )
-            self.membership, self.objects = membership, objects
+            self.membership, self.objects, self.layout = membership, objects, layout
             limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,
                                     min_body_rate=server.min_body_rate_bytes_per_second,
                                     body_grace=server.body_rate_grace_seconds)
@@ -167,7 +189,7 @@ class Node:
             self._inflight = InFlight(with_access(limited, access.tokens if access else None))
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(self._serve, self._inflight, self._hypercorn_config(listener))
-            await nursery.start(self._run_background, membership)
+            await nursery.start(self._run_background, membership, layout)
         except BaseException as exc:
             self._shutdown.set()
             self._background.cancel()
@@ -251,6 +273,46 @@ class Node:
                                  str(self.address), transport, seeds=seeds,
                                  keyring=self.keyring, incarnation=incarnation)
 
+    async def _build_layout(self, membership: MembershipService,
+                            client: LayoutClient) -> LayoutService:
+        """The node's layout: the one it persisted; else, on a first start, the
+        founding layout of `initial_cluster`, or for a joining node the
+        cluster's layout with itself added as `joining`."""
+        cluster = self.config.cluster
+        swim = cluster.swim_config()
+        state_file = self.config.spec.disks[0] / LAYOUT_FILE
+        try:
+            persisted = await trio.to_thread.run_sync(functools.partial(
+                LayoutService.load, state_file, cluster=cluster.name,
+                max_frame_size=swim.max_frame_size))
+        except (FrameError, OSError) as exc:
+            raise ConfigError(f"{state_file} is unusable ({exc}); remove it only if this "
+                              "node may compute or fetch the layout again") from None
+        joining = persisted is None and self._joining
+        initial = persisted or (empty_layout(cluster) if joining else founding_layout(cluster))
+
+        def live_address(node_id: str) -> str | None:
+            member = membership.member.member(node_id)
+            return None if member is None else member.address
+
+        service = LayoutService(
+            self.node_id, initial, cluster=cluster.name, state_file=state_file,
+            exchanger=client, reachable=membership.is_reachable, live_address=live_address,
+            interval=min(DEFAULT_EXCHANGE_INTERVAL, swim.push_pull_interval),
+            max_frame_size=swim.max_frame_size)
+        if joining:
+            seeds = set(self._extra_seeds)
+            via = sorted(((n.node_id, str(n.advertise_addr)) for n in cluster.nodes
+                          if n.node_id != self.node_id),
+                         key=lambda item: item[1] not in seeds)
+            try:
+                await service.join(str(self.address), via)
+            except LayoutJoinError as exc:
+                raise ConfigError(f"cannot enter the cluster's layout: {exc}") from None
+        elif persisted is None:
+            await service.save()
+        return service
+
     def _hypercorn_config(self, listener: socket.socket) -> HypercornConfig:
         server = self.config.cluster.server
         hconfig = HypercornConfig.from_mapping(
@@ -273,14 +335,15 @@ class Node:
             await serve(app, hconfig, shutdown_trigger=self._shutdown.wait,  # type: ignore[arg-type]
                         task_status=task_status)
 
-    async def _run_background(self, membership: MembershipService, *,
+    async def _run_background(self, membership: MembershipService, layout: LayoutService, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                               ) -> None:
-        """Membership, slot-cache eviction and GC, under one cancel scope that
-        `__aexit__` cancels."""
+        """Membership, the layout exchange, slot-cache eviction and GC, under
+        one cancel scope that `__aexit__` cancels."""
         with self._background:
             async with trio.open_nursery() as background:
                 await background.start(membership.run)
+                await background.start(layout.run)
                 await background.start(self.store.run_evictor)
                 background.start_soon(self._gc_loop)
                 task_status.started()

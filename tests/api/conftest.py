@@ -23,6 +23,7 @@ import trio
 
 from rimio.api.app import NodeView
 from rimio.api.asgi_blobs import INLINE_READ
+from rimio.cluster.layout import LAYOUT_FILE, LayoutService, founding_layout
 from rimio.cluster.membership import MembershipService
 from rimio.config import StorageConfig, single_node_config
 from rimio.node import Node
@@ -66,8 +67,11 @@ async def view(tmp_path: Path) -> AsyncIterator[NodeView]:
         address = "127.0.0.1:7000"
         membership = MembershipService(config.cluster.swim_config(), "node-1", address,
                                        MemoryTransport(address, lambda _: None))
+        layout = LayoutService("node-1", founding_layout(config.cluster),
+                               cluster=config.cluster.name,
+                               state_file=tmp_path / "data" / LAYOUT_FILE)
         yield NodeView(node_id="node-1", cluster=config.cluster, address=address,
-                       objects=objects, membership=membership)
+                       objects=objects, membership=membership, layout=layout)
     finally:
         await store.close()
 

@@ -270,10 +270,14 @@ async def test_health_nodes_resolve(node: Node, client: httpx.AsyncClient) -> No
     assert h == {"status": "ok", "node_id": "node-1", "cluster": "rimio-local"}
     nodes = (await client.get("/api/v1/nodes")).json()["nodes"]
     assert nodes == [{"node_id": "node-1", "address": str(node.address), "status": "alive",
-                      "incarnation": 0}]
+                      "incarnation": 0, "role": "active", "slots": 2048}]
     r = (await client.get("/api/v1/slots/resolve", params={"path": "/a//b"})).json()
     assert r["path"] == "a/b" and r["replicas"] == ["node-1"]
-    assert r["write_quorum"] == 1 and r["slot_epoch"] >= 1
+    assert node.layout is not None
+    assert r["write_quorum"] == 1 and r["slot_epoch"] == node.layout.current.version
+    cluster = (await client.get("/api/v1/cluster")).json()
+    assert cluster == {"layout_version": node.layout.current.version, "replicas": 1,
+                       "write_quorum": 1, "moving_slots": 0}
     assert (await client.get("/api/v1/slots/resolve", params={"path": ".."})).status_code == 400
     assert (await client.get("/api/v1/slots/resolve")).status_code == 400
 

@@ -140,6 +140,7 @@ async def test_node_routes(client: Client) -> None:
     assert h == {"status": "ok", "node_id": "node-1", "cluster": "rimio-local"}
     nodes = ((await client.get("/api/v1/nodes")).json())["nodes"]
     assert nodes == [{"node_id": "node-1", "address": "127.0.0.1:7000", "status": "alive",
+                      "role": "active", "slots": 2048,
                       "incarnation": 0}]
     res = (await client.get("/api/v1/slots/resolve?path=/x//y")).json()
     assert res["path"] == "x/y" and res["replicas"] == ["node-1"]

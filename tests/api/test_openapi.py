@@ -11,6 +11,7 @@ ROUTES = {
     "/api/v1/blobs": {"get"},
     "/api/v1/healthz": {"get"},
     "/api/v1/nodes": {"get"},
+    "/api/v1/cluster": {"get"},
     "/api/v1/slots/resolve": {"get"},
     "/api/v1/openapi.json": {"get"},
 }

@@ -17,9 +17,11 @@ from rimio.api.public import public_routes
 from rimio.config import ClusterConfig
 from rimio.core.frames import Status
 from rimio.core.keyring import KeyRing
+from rimio.core.layout import Role
 from rimio.ops.objects import ObjectService
 
 if TYPE_CHECKING:
+    from rimio.cluster.layout import LayoutService
     from rimio.cluster.membership import MembershipService
 
 
@@ -36,6 +38,7 @@ class NodeView:
     address: str
     objects: ObjectService
     membership: MembershipService
+    layout: LayoutService
     keyring: KeyRing | None = None
     max_frame_size: int = 1 << 20
     extra: dict[str, Any] = field(default_factory=dict)
@@ -45,8 +48,31 @@ class NodeView:
         return self.cluster.name
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"node_id": m.node_id, "address": m.address, "status": m.status.value,
-                 "incarnation": m.incarnation} for m in self.membership.members()]
+        """The membership view, each member with its layout role and the number
+        of slot replicas it holds; layout members the membership does not know
+        (yet, or any more) are listed with status `unknown`."""
+        layout = self.layout.current
+        out = []
+        for m in self.membership.members():
+            role = layout.role(m.node_id)
+            out.append({"node_id": m.node_id, "address": m.address, "status": m.status.value,
+                        "incarnation": m.incarnation,
+                        "role": None if role is None else role.value,
+                        "slots": len(layout.held_by(m.node_id))})
+        seen = {item["node_id"] for item in out}
+        for node_id, member in sorted(layout.members.items()):
+            if node_id not in seen:
+                out.append({"node_id": node_id, "address": member.address,
+                            "status": "unknown", "incarnation": 0,
+                            "role": member.role.value, "slots": len(layout.held_by(node_id))})
+        return out
+
+    def cluster_state(self) -> dict[str, Any]:
+        """`GET /api/v1/cluster`: the layout's version, R and W, and how many
+        slots do not yet sit where the layout wants them."""
+        layout = self.layout.current
+        return {"layout_version": layout.version, "replicas": layout.effective_replicas,
+                "write_quorum": layout.quorum, "moving_slots": layout.moving_slots()}
 
     def gossip_seeds(self) -> list[str]:
         """Addresses of members this node believes alive, itself first."""
@@ -64,10 +90,13 @@ class NodeView:
             "storage": {"part_size_bytes": c.storage.part_size_bytes,
                         "max_object_bytes": c.storage.max_object_bytes},
             "membership": dict(c.membership),
-            "layout": [{"node_id": n.node_id, "address": str(n.advertise_addr)}
-                       for n in c.nodes],
+            # The shared layout's members that hold or will hold data: a joining
+            # node exchanges layouts with them (signed for their ids).
+            "layout": [{"node_id": n, "address": m.address, "role": m.role.value}
+                       for n, m in sorted(self.layout.current.members.items())
+                       if m.role is not Role.REMOVED],
             "members": self.nodes(),
-            "slot_epoch": 1,
+            "slot_epoch": self.layout.current.version,
             "keyed": self.keyring is not None,
             # Token digests, so a joined node guards its API like the others
             # (only members get this when the cluster has a key).

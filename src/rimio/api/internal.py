@@ -11,7 +11,8 @@ Destinations: a request must be signed for this node's id, except on the
 routes a joining node reaches knowing only an address — the bootstrap and
 gossip-seeds reads and the push-pull stream (whose sealed body is a
 full-state merge: replayed elsewhere it changes nothing) — which also accept
-`ANY_DESTINATION`. Packets and head listings always name their node.
+`ANY_DESTINATION`. Packets, head listings and layout exchanges always name
+their node (a joining node knows its seeds' ids from the bootstrap state).
 
 The `from=` query parameter of gossip requests is informational (logs): the
 membership machine sends only to addresses of members in its table.
@@ -20,6 +21,7 @@ membership machine sends only to addresses of members in its table.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -29,12 +31,15 @@ from quart import Blueprint, Response, request
 
 from rimio.api.http import json_response, parse_count, raw_target
 from rimio.core.auth import AuthError, ReplayCacheFull, ReplayGuard, verify
-from rimio.core.errors import BadRequest, Busy, PayloadTooLarge, Unauthorized
+from rimio.core.errors import BadRequest, Busy, Conflict, NotFound, PayloadTooLarge, Unauthorized
+from rimio.core.frames import FrameError
 from rimio.core.keyring import KeyRing
+from rimio.core.layout import LayoutError, LayoutMismatch, Role
 from rimio.net.http import CONTENT_TYPE
 from rimio.ops.objects import MAX_LIST_LIMIT, ObjectService
 
 if TYPE_CHECKING:
+    from rimio.cluster.layout import LayoutService
     from rimio.cluster.membership import MembershipService
 
 
@@ -50,7 +55,10 @@ class InternalNode(Protocol):
     @property
     def membership(self) -> MembershipService: ...
     @property
+    def layout(self) -> LayoutService: ...
+    @property
     def max_frame_size(self) -> int: ...
+    def cluster_state(self) -> dict[str, Any]: ...
     def bootstrap_state(self) -> dict[str, Any]: ...
     def gossip_seeds(self) -> list[str]: ...
 
@@ -115,6 +123,38 @@ class InternalHandlers:
             return Response(b"", status=204)
         return Response(reply, status=200, content_type=CONTENT_TYPE)
 
+    async def layout(self) -> Response:
+        """Merge the sender's layout frame; answer with ours (RFC 0011 §6)."""
+        body = await self.authenticated_body()
+        try:
+            reply = await self._node.layout.merge_remote(body, source=request.args.get("from"))
+        except FrameError as exc:
+            raise BadRequest(f"not a layout frame: {exc}") from None
+        except LayoutMismatch as exc:
+            raise Conflict(f"another cluster's layout: {exc}") from None
+        return Response(reply, status=200, content_type=CONTENT_TYPE)
+
+    async def decommission(self) -> Response:
+        """Mark a node draining (`rimio admin decommission`); a node already
+        draining or removed is left as it is. Answers the cluster state."""
+        body = await self.authenticated_body()
+        try:
+            node_id = json.loads(body)["node_id"]
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest('the body must be JSON {"node_id": "..."}') from None
+        if not isinstance(node_id, str):
+            raise BadRequest("node_id must be a string")
+        service = self._node.layout
+        role = service.current.role(node_id)
+        if role is None:
+            raise NotFound(f"{node_id} is not a member of the layout")
+        if role is Role.JOINING or role is Role.ACTIVE:
+            try:
+                await service.update(lambda layout: layout.decommission(node_id))
+            except LayoutError as exc:
+                raise Conflict(str(exc)) from None
+        return json_response(self._node.cluster_state())
+
     async def heads(self) -> Response:
         """This node's current heads, tombstones included, for cluster listings."""
         await self.authenticated_body()
@@ -147,6 +187,9 @@ def internal_routes(node: InternalNode) -> Blueprint:
     bp.add_url_rule("/internal/v1/gossip/packet", "gossip_packet", handlers.gossip_packet,
                     methods=["POST"])
     bp.add_url_rule("/internal/v1/gossip/stream", "gossip_stream", handlers.gossip_stream,
+                    methods=["POST"])
+    bp.add_url_rule("/internal/v1/layout", "layout", handlers.layout, methods=["POST"])
+    bp.add_url_rule("/internal/v1/layout/decommission", "decommission", handlers.decommission,
                     methods=["POST"])
     bp.add_url_rule("/internal/v1/heads", "heads", handlers.heads, methods=["GET"])
     bp.add_url_rule("/internal/v1/stats", "stats", handlers.stats, methods=["GET"])

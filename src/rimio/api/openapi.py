@@ -203,8 +203,12 @@ def _simple(operation_id: str, summary: str, schema: dict[str, Any],
 @cache
 def openapi_document() -> dict[str, Any]:
     """The document, built once."""
-    member = _obj(["node_id", "address", "status", "incarnation"],
-                  node_id=_STR, address=_STR, status=_STR, incarnation=_INT)
+    role = {"enum": ["joining", "active", "draining", "removed", None]}
+    member = _obj(["node_id", "address", "status", "incarnation", "role", "slots"],
+                  node_id=_STR, address=_STR, status=_STR, incarnation=_INT, role=role,
+                  slots=_INT)
+    cluster = _obj(["layout_version", "replicas", "write_quorum", "moving_slots"],
+                   layout_version=_INT, replicas=_INT, write_quorum=_INT, moving_slots=_INT)
     placement = _obj(["path", "slot_id", "replicas", "write_quorum", "slot_epoch"],
                      path=_STR, slot_id=_INT, replicas={"type": "array", "items": _STR},
                      write_quorum=_INT, slot_epoch=_INT)
@@ -219,8 +223,13 @@ def openapi_document() -> dict[str, Any]:
                 "healthz", "The node serves.",
                 _obj(["status", "node_id", "cluster"], status=_STR, node_id=_STR, cluster=_STR)),
             "/api/v1/nodes": _simple(
-                "nodes", "The members this node knows.",
+                "nodes", "The members this node knows, with their layout role and the "
+                "number of slot replicas each holds.",
                 _obj(["nodes"], nodes={"type": "array", "items": member})),
+            "/api/v1/cluster": _simple(
+                "cluster", "The layout this node follows: its version, R and W, and how "
+                "many slots still move (0 once every slot sits where the layout wants it).",
+                cluster),
             "/api/v1/slots/resolve": _simple(
                 "resolveSlot", "Where a path is placed.", placement,
                 [_param("path", "query", "An object path.", _STR, required=True)], 400),

@@ -24,6 +24,7 @@ class PublicNode(Protocol):
     @property
     def objects(self) -> ObjectService: ...
     def nodes(self) -> list[dict[str, Any]]: ...
+    def cluster_state(self) -> dict[str, Any]: ...
 
 
 class NodeHandlers:
@@ -38,6 +39,9 @@ class NodeHandlers:
 
     async def nodes(self) -> Response:
         return json_response({"nodes": self._node.nodes()})
+
+    async def cluster(self) -> Response:
+        return json_response(self._node.cluster_state())
 
     async def resolve(self) -> Response:
         path = request.args.get("path")
@@ -58,6 +62,7 @@ def public_routes(node: PublicNode) -> Blueprint:
     handlers = NodeHandlers(node)
     bp.add_url_rule("/api/v1/healthz", "healthz", handlers.healthz, methods=["GET"])
     bp.add_url_rule("/api/v1/nodes", "nodes", handlers.nodes, methods=["GET"])
+    bp.add_url_rule("/api/v1/cluster", "cluster", handlers.cluster, methods=["GET"])
     bp.add_url_rule("/api/v1/slots/resolve", "resolve", handlers.resolve, methods=["GET"])
     bp.add_url_rule(OPENAPI_PATH, "openapi", openapi, methods=["GET"])
     bp.register_blueprint(BlobHandlers(node.objects).blueprint())

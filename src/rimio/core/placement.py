@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 
 
+# Scores depend on the slot and node id only: every layout of a cluster
+# reuses them (2048 slots x a few nodes fit in the cache).
+@lru_cache(maxsize=1 << 16)
 def _score(slot: int, node_id: str) -> int:
     digest = hashlib.sha256(f"{slot}\x00{node_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big")

@@ -19,12 +19,13 @@ from typing import Any
 
 import trio
 
+from rimio.cluster.layout import Placement, StaticPlacement, founding_layout
 from rimio.cluster.peers import PeerClient
 from rimio.config import NodeConfig
 from rimio.core.head import Head
+from rimio.core.layout import Role
 from rimio.core.listing import merge_listings
 from rimio.core.paths import normalize_path
-from rimio.core.placement import replicas_for_slot
 from rimio.core.slots import slot_for_path
 from rimio.core.writes import MUST_EXIST, CommitOutcome, Precondition, WriteReport
 from rimio.errors import (
@@ -49,7 +50,6 @@ _WRITE_BATCH = 1024 * 1024
 SMALL_OBJECT = _WRITE_BATCH
 MAX_LIST_LIMIT = 10_000
 DEFAULT_LIST_LIMIT = 1000
-SLOT_EPOCH = 1  # the layout is fixed by the configuration in this version
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,57 +103,66 @@ class ObjectService:
     def __init__(
         self, config: NodeConfig, store: LocalStore, wall_clock: Callable[[], float] = time.time,
         *, peers: PeerClient | None = None, liveness: Liveness | None = None,
+        placement: Placement | None = None,
     ) -> None:
         """`peers` reaches other nodes (forwarding, listings); without it only
         this node's slots are served. `liveness` says which nodes are worth
-        trying; without it, all are."""
+        trying; without it, all are. `placement` is the shared layout (the
+        node's `LayoutService`); without it, the founding layout of the
+        configuration, fixed."""
         self._config = config
         self._store = store
         self._wall_clock = wall_clock
         self.max_object_bytes = config.cluster.storage.max_object_bytes
-        self._addresses = {n.node_id: str(n.advertise_addr) for n in config.cluster.nodes}
+        self._placement: Placement = (placement if placement is not None
+                                      else StaticPlacement(founding_layout(config.cluster)))
         self._liveness: Liveness = liveness if liveness is not None else EveryoneReachable()
         self.peers = peers
-        # slot → its replica set. The layout is fixed by the configuration in
-        # this version, so each slot's set is hashed out once, not per request
-        # (a blob request resolves its path twice: to route it, then to serve it).
-        self._replica_sets: dict[int, tuple[str, ...]] = {}
 
     # -- routing ----------------------------------------------------------------
 
     def resolve(self, raw_path: str) -> Resolution:
         path = normalize_path(raw_path)
-        cluster = self._config.cluster
-        slot = slot_for_path(path, cluster.replication.total_slots)
-        replicas = self._replica_sets.get(slot)
-        if replicas is None:
-            layout = [n.node_id for n in cluster.nodes]
-            replicas = tuple(replicas_for_slot(slot, layout, cluster.effective_replicas))
-            self._replica_sets[slot] = replicas
-        return Resolution(path, slot, replicas, cluster.write_quorum, SLOT_EPOCH)
+        layout = self._placement.current
+        slot = slot_for_path(path, layout.total_slots)
+        # The layout caches each slot's targets: a blob request resolves its
+        # path twice (to route it, then to serve it) at no extra cost.
+        plan = layout.plan(slot)
+        return Resolution(path, slot, plan.targets, plan.write_quorum, layout.version)
+
+    def _address(self, node_id: str) -> str:
+        address = self._placement.address_of(node_id)
+        if address is None:
+            raise QuorumLost(f"no address known for {node_id}")
+        return address
 
     def route(self, raw_path: str) -> tuple[Resolution, str | None]:
         """Where a request for `raw_path` is served: here (None) or the address
         of the replica to forward it to. Raises QuorumLost when nobody can."""
         res = self.resolve(raw_path)
         me = self._config.node_id
-        if res.replicas == (me,):
-            return res, None
-        if me in res.replicas or len(res.replicas) > 1:
+        if len(res.replicas) > 1:
             raise QuorumLost(
                 f"slot {res.slot_id} is placed on {', '.join(res.replicas)}; with more than one "
                 "replica per slot, writes and reads need replication between nodes, which this "
                 "version does not have yet"
             )
-        owner = res.replicas[0]
+        # One replica per slot: while it moves, its current holder serves it.
+        plan = self._placement.current.plan(res.slot_id)
+        serving = plan.read_set or plan.targets
+        if not serving:
+            raise QuorumLost(f"slot {res.slot_id} has no node to hold it")
+        owner = serving[0]
+        if owner == me:
+            return res, None
         if not self._liveness.is_reachable(owner):
             raise QuorumLost(f"slot {res.slot_id} is held by {owner}, which is down")
-        return res, self._addresses[owner]
+        return res, self._address(owner)
 
     def _local_slot(self, raw_path: str) -> Resolution:
         res, forward_to = self.route(raw_path)
         if forward_to is not None:
-            raise QuorumLost(f"slot {res.slot_id} is held by {res.replicas[0]}, not this node")
+            raise QuorumLost(f"slot {res.slot_id} is held by another node, not this one")
         return res
 
     # -- writes -----------------------------------------------------------------
@@ -291,7 +300,9 @@ class ObjectService:
         after = decode_cursor(cursor) if cursor else None
         fetch = limit + 1
         me = self._config.node_id
-        others = [n for n in self._addresses if n != me]
+        layout = self._placement.current
+        others = [n for n, m in sorted(layout.members.items())
+                  if n != me and m.role is not Role.REMOVED]
         sources: list[list[Head]] = [[] for _ in range(len(others) + 1)]
 
         async def local() -> None:
@@ -302,7 +313,7 @@ class ObjectService:
                 raise QuorumLost("no peer client to list other nodes with")
             if not self._liveness.is_reachable(node_id):
                 raise QuorumLost(f"listing needs {node_id}, which is down")
-            sources[i] = await self.peers.list_heads(self._addresses[node_id], prefix, after,
+            sources[i] = await self.peers.list_heads(self._address(node_id), prefix, after,
                                                      fetch, node_id=node_id)
 
         async with trio.open_nursery() as nursery:
