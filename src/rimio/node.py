@@ -39,7 +39,9 @@ from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
 from rimio.ops.objects import ObjectService
+from rimio.ops.replica_service import LayoutVersionCheck, ReplicaService, accept_any_layout
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
+from rimio.storage.replica import LocalReplica
 from rimio.storage.store import LocalStore
 
 log = logging.getLogger("rimio.node")
@@ -107,6 +109,11 @@ class Node:
         # Built by `__aenter__`, once the address is final.
         self.membership: MembershipService | None = None
         self.objects: ObjectService | None = None
+        self.replica: LocalReplica | None = None
+        # What the replica routes ask of a request's layout version (RFC 0011
+        # §5): None to go ahead, or this node's newer version. Every version
+        # is current until the layout lands; the layout replaces this.
+        self.layout_version_check: LayoutVersionCheck = accept_any_layout
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -148,6 +155,11 @@ class Node:
                                pool_timeout=server.forward_pool_timeout_seconds)
             stack.push_async_callback(peers.aclose)
             objects = ObjectService(self.config, self.store, peers=peers, liveness=membership)
+            storage = self.config.cluster.storage
+            self.replica = LocalReplica(self.store, self.node_id)
+            replicas = ReplicaService(self.replica, max_object_bytes=storage.max_object_bytes,
+                                      inline_max_bytes=self.store.inline_max_bytes,
+                                      layout_version_check=self._check_layout_version)
             view = NodeView(
                 node_id=self.node_id,
                 cluster=self.config.cluster,
@@ -156,6 +168,7 @@ class Node:
                 membership=membership,
                 keyring=self.keyring,
                 max_frame_size=self.config.cluster.swim_config().max_frame_size,
+                replicas=replicas,
             )
             self.membership, self.objects = membership, objects
             limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,
@@ -187,6 +200,10 @@ class Node:
         if self.keyring is None and len(self.config.cluster.nodes) > 1:
             log.warning("no cluster key (cluster.insecure): gossip and /internal/v1 are "
                         "unauthenticated")
+
+    def _check_layout_version(self, version: int) -> int | None:
+        # Looked up at each request: whoever owns the layout swaps the check in.
+        return self.layout_version_check(version)
 
     def reload_keys(self) -> bool:
         """Reread the cluster key file into the node's ring (what SIGHUP does).

@@ -15,7 +15,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rimio.core.errors import BadRequest
+from rimio.core.errors import BadRequest, PayloadTooLarge
 from rimio.core.head import Head, winner
 from rimio.core.replica import PartInfo, PartMissing
 from rimio.core.slots import slot_for_path
@@ -259,7 +259,7 @@ async def test_upload_that_fails_midway_leaves_no_file(tmp_path: Path) -> None:
 
     with pytest.raises(ConnectionError):
         await replica.put_part(SLOT, PATH, 1, 0, broken())
-    with pytest.raises(BadRequest):
+    with pytest.raises(PayloadTooLarge):
         await replica.put_part(SLOT, PATH, 1, 0, _chunks(b"y" * (PART + 1)))
     with pytest.raises(BadRequest):
         await replica.put_part(SLOT, PATH, 1, 0, _chunks(b""))

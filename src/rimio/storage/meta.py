@@ -643,13 +643,15 @@ class SlotMeta:
             "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
             "AND entry_kind = 'part' AND head_sha256 IS NULL", (path, self.slot_id, generation))
 
-    def part_of(self, head: Head, index: int) -> PartRecord | None:
-        """Part `index` of the stored head `head` (an inline one with its bytes)."""
+    def part_of(self, path: str, generation: int, head_sha256: str,
+                index: int) -> PartRecord | None:
+        """Part `index` of the stored head of `path` at `generation` whose hash
+        is `head_sha256` (an inline part with its bytes)."""
         row = self._db.execute(
             "SELECT sha256, size_bytes, local_path, inline_data, compression, stored_bytes"
             " FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
             "AND entry_kind = 'part' AND head_sha256 = ? AND part_index = ?",
-            (head.path, self.slot_id, head.generation, head.sha256, index),
+            (path, self.slot_id, generation, head_sha256, index),
         ).fetchone()
         if row is None:
             return None

@@ -10,7 +10,7 @@ internal API, so the local replica and a remote one refuse the same things.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from rimio.core.head import Head
@@ -68,7 +68,15 @@ class LocalReplica:
         await self._store.abort_generation(slot, path, generation)
 
     def read_part(self, head: Head, index: int, start: int, end: int) -> AsyncIterator[bytes]:
-        return self._store.read_part(head, index, start, end)
+        return self._store.read_part(head.slot_id, head.path, head.generation, head.sha256,
+                                     index, start, end)
+
+    def read_part_of(self, slot: int, path: str, generation: int, head_sha256: str,
+                     index: int, start: int, end: int | None
+                     ) -> AsyncGenerator[bytes, None]:
+        """`read_part` of the head named by its path, generation and hash (what
+        a remote coordinator sends); `end` None: to the end of the part."""
+        return self._store.read_part(slot, path, generation, head_sha256, index, start, end)
 
     async def list_heads(self, slot: int | None, prefix: str, after: str | None,
                          limit: int) -> list[Head]:

@@ -21,7 +21,14 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -35,6 +42,7 @@ from rimio.core.errors import (
     Conflict,
     DiskError,
     InsufficientStorage,
+    PayloadTooLarge,
     RimioError,
     StorageCorrupt,
 )
@@ -579,7 +587,7 @@ class LocalStore:
                 async for chunk in batches:
                     received += len(chunk)
                     if received > limit:
-                        raise BadRequest(f"a part is at most {limit} bytes")
+                        raise PayloadTooLarge(f"a part is at most {limit} bytes")
                     batch += chunk
                     if len(batch) >= READ_CHUNK:
                         await send.send(bytes(batch))
@@ -641,35 +649,40 @@ class LocalStore:
         """The current heads (tombstones included) of one slot, by path."""
         return await self._with_slot(slot, SlotMeta.list_current, prefix, after, limit, True)
 
-    async def read_part(self, head: Head, index: int, start: int,
-                        end: int) -> AsyncIterator[bytes]:
-        """Bytes `start..end` (end exclusive) of part `index` of the stored
-        head `head`, decompressed. PartMissing when this node does not hold
+    async def read_part(self, slot: int, path: str, generation: int, head_sha256: str,
+                        index: int, start: int, end: int | None
+                        ) -> AsyncGenerator[bytes, None]:
+        """Bytes `start..end` (end exclusive; None: the end of the part) of
+        part `index` of the stored head of `path` at `generation` with hash
+        `head_sha256`, decompressed. PartMissing when this node does not hold
         that head's part whole."""
-        record = await self._with_slot(head.slot_id, SlotMeta.part_of, head, index)
+        record = await self._with_slot(slot, SlotMeta.part_of, path, generation, head_sha256,
+                                       index)
         if record is None:
-            raise PartMissing(f"{head.path}: part {index} of this head is not here")
+            raise PartMissing(f"{path}: part {index} of this head is not here")
+        if end is None:
+            end = record.size_bytes
         if not 0 <= start <= end <= record.size_bytes:
             raise BadRequest(f"bytes {start}..{end} are not within part {index}")
         if record.local_path is None:
             data = record.data or b""
             if len(data) != record.size_bytes:
-                raise PartMissing(f"{head.path}: inline part {index} is not whole")
+                raise PartMissing(f"{path}: inline part {index} is not whole")
             if end > start:
                 yield data[start:end]
             return
         try:
-            reader = await self._thread(PartReader, self.slot_dir(head.slot_id)
-                                        / record.local_path, record.compression, start)
+            reader = await self._thread(PartReader, self.slot_dir(slot) / record.local_path,
+                                        record.compression, start)
         except FileNotFoundError:
-            raise PartMissing(f"{head.path}: the file of part {index} is missing") from None
+            raise PartMissing(f"{path}: the file of part {index} is missing") from None
         try:
             remaining = end - start
             while remaining > 0:
                 n = min(READ_CHUNK, remaining)
                 chunk = await self._thread(reader.read, n)
                 if len(chunk) != n:
-                    raise PartMissing(f"{head.path}: the file of part {index} is truncated")
+                    raise PartMissing(f"{path}: the file of part {index} is truncated")
                 yield chunk
                 remaining -= n
         finally:
