@@ -292,3 +292,22 @@ async def test_seeded_random_requests_never_get_a_500(tmp_path: Path) -> None:
                 r = await http.request(method, f"{target.url}{target_}", content=body,
                                        headers=headers)
                 assert r.status_code < 500, (method, target_, r.status_code, r.text)
+
+
+async def test_a_failing_source_is_the_callers_error_and_leaves_no_part(tmp_path: Path) -> None:
+    async with _cluster(tmp_path) as c:
+        target = c.nodes["node-2"]
+        client = PeerClient(c.cluster.keyring())
+        try:
+            remote = HttpReplica("node-2", str(target.address), client)
+
+            async def broken() -> AsyncIterator[bytes]:
+                yield b"x" * 1000
+                raise ConnectionAbortedError("the client went away")
+
+            with pytest.raises(ConnectionAbortedError):
+                await remote.put_part(slot_for_path("a/b", SLOTS), "a/b", 1, 0, broken())
+            await remote.abort(slot_for_path("a/b", SLOTS), "a/b", 1)
+            assert not [p for p in (tmp_path / "node-2" / "slots").rglob("*") if p.is_file()]
+        finally:
+            await client.aclose()

@@ -613,10 +613,12 @@ class LocalStore:
         seq = LocalWrite(slot, head.path, self.slot_dir(slot), head.part_size or self.part_size,
                          tombstone=head.deleted, write_id=head.write_id, precondition=None,
                          result_for=_no_result, generation=head.generation)
-        busy = (slot, head.path, head.generation) in self._uploading
+        key = (slot, head.path, head.generation)
 
         def run(meta: SlotMeta, now: float) -> tuple[bool, Head | None]:
-            return seq.apply(meta, head, parts, inline, write_result, now, busy=busy)
+            # Read while holding the slot: uploads join (and count) under it too.
+            return seq.apply(meta, head, parts, inline, write_result, now,
+                             busy=key in self._uploading)
 
         try:
             return await self._with_slot(slot, _on_disk(run), clock())
