@@ -50,7 +50,9 @@ from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
 from rimio.ops.objects import ObjectService
+from rimio.ops.replica_service import ReplicaService
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
+from rimio.storage.replica import LocalReplica
 from rimio.storage.store import LocalStore
 
 log = logging.getLogger("rimio.node")
@@ -124,6 +126,7 @@ class Node:
         self.membership: MembershipService | None = None
         self.objects: ObjectService | None = None
         self.layout: LayoutService | None = None
+        self.replica: LocalReplica | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -169,6 +172,11 @@ class Node:
             layout = await self._build_layout(membership, layout_client)
             objects = ObjectService(self.config, self.store, peers=peers, liveness=membership,
                                     placement=layout)
+            storage = self.config.cluster.storage
+            self.replica = LocalReplica(self.store, self.node_id)
+            replicas = ReplicaService(self.replica, max_object_bytes=storage.max_object_bytes,
+                                      inline_max_bytes=self.store.inline_max_bytes,
+                                      layout_version_check=layout.check_version)
             view = NodeView(
                 node_id=self.node_id,
                 cluster=self.config.cluster,
@@ -178,6 +186,7 @@ class Node:
                 layout=layout,
                 keyring=self.keyring,
                 max_frame_size=self.config.cluster.swim_config().max_frame_size,
+                replicas=replicas,
             )
             self.membership, self.objects, self.layout = membership, objects, layout
             limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,

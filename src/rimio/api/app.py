@@ -19,6 +19,7 @@ from rimio.core.frames import Status
 from rimio.core.keyring import KeyRing
 from rimio.core.layout import Role
 from rimio.ops.objects import ObjectService
+from rimio.ops.replica_service import ReplicaService
 
 if TYPE_CHECKING:
     from rimio.cluster.layout import LayoutService
@@ -41,6 +42,8 @@ class NodeView:
     layout: LayoutService
     keyring: KeyRing | None = None
     max_frame_size: int = 1 << 20
+    # This node's replica for the replica protocol's routes (None: not served).
+    replicas: ReplicaService | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -131,5 +134,5 @@ def create_quart_app(view: NodeView) -> QuartTrio:
         return close_if_body_unread(request, response)  # type: ignore[no-any-return]
 
     app.register_blueprint(public_routes(view))
-    app.register_blueprint(internal_routes(view))
+    app.register_blueprint(internal_routes(view, view.replicas))
     return app

@@ -33,8 +33,13 @@ from rimio.core.errors import (
     Unauthorized,
     rimio_error_in,
 )
+from rimio.core.replica import PartMissing, ReplicaUnavailable, StaleLayout
 
 log = logging.getLogger("rimio.api")
+
+# The layout version an internal replica request was sent under, and the one
+# a replica answers `409 stale_layout` with (RFC 0011 §5).
+LAYOUT_VERSION_HEADER = "X-Rimio-Layout-Version"
 
 # The HTTP status of each error class; a subclass answers as its nearest
 # listed ancestor, and anything unlisted is a 500.
@@ -45,6 +50,8 @@ STATUS: dict[type[RimioError], int] = {
     MethodNotAllowed: 405,
     Conflict: 409,
     Gone: 410,
+    PartMissing: 404,
+    StaleLayout: 409,
     PreconditionFailed: 412,
     PayloadTooLarge: 413,
     RangeNotSatisfiable: 416,
@@ -54,6 +61,7 @@ STATUS: dict[type[RimioError], int] = {
     QuorumLost: 503,
     ShuttingDown: 503,
     Busy: 503,
+    ReplicaUnavailable: 503,
     InsufficientStorage: 507,
 }
 
@@ -92,6 +100,8 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
         headers["Content-Range"] = f"bytes */{err.size}"
     if isinstance(err, Busy):
         headers["Retry-After"] = "1"
+    if isinstance(err, StaleLayout):
+        headers[LAYOUT_VERSION_HEADER] = str(err.replica_version)
     if status >= 500:
         log.warning("%s: %s", err.code, err.message)
     return ErrorAnswer(status, error_body(err.code, err.message), headers)

@@ -30,13 +30,15 @@ import trio
 from quart import Blueprint, Response, request
 
 from rimio.api.http import json_response, parse_count, raw_target
-from rimio.core.auth import AuthError, ReplayCacheFull, ReplayGuard, verify
+from rimio.api.internal_replica import ReplicaHandlers, add_replica_routes
+from rimio.core.auth import AuthError, ReplayCacheFull, ReplayGuard, Verified, verify
 from rimio.core.errors import BadRequest, Busy, Conflict, NotFound, PayloadTooLarge, Unauthorized
 from rimio.core.frames import FrameError
 from rimio.core.keyring import KeyRing
 from rimio.core.layout import LayoutError, LayoutMismatch, Role
 from rimio.net.http import CONTENT_TYPE
 from rimio.ops.objects import MAX_LIST_LIMIT, ObjectService
+from rimio.ops.replica_service import ReplicaService
 
 if TYPE_CHECKING:
     from rimio.cluster.layout import LayoutService
@@ -91,22 +93,33 @@ class InternalHandlers:
         The signature headers are verified first; only then is the body read
         and compared with the signed digest. `any_destination` lets a request
         signed for `ANY_DESTINATION` through (routes reached by address)."""
+        return await self.authenticated_body_of(self._node.max_frame_size,
+                                                any_destination=any_destination)
+
+    async def authenticated_body_of(self, limit: int, *, any_destination: bool = False) -> bytes:
+        """`authenticated_body` with a body of at most `limit` bytes."""
+        verified = self.verified_headers(any_destination=any_destination)
+        body = await read_bounded(limit)
+        if verified is not None and hashlib.sha256(body).hexdigest() != verified.digest:
+            raise Unauthorized("internal request refused: body does not match its digest")
+        return body
+
+    def verified_headers(self, *, any_destination: bool = False) -> Verified | None:
+        """Check the current request's signature headers (not its body); None
+        when the cluster has no key. A route that streams its body reads the
+        signed digest from the result (`rimio.core.auth.STREAMED_BODY` or a hash)."""
         keyring = self._node.keyring
         if keyring is None:
-            return await read_bounded(self._node.max_frame_size)
+            return None
         try:
             headers = cast(Mapping[str, str], request.headers)  # case-insensitive
-            verified = verify(keyring.mac_keys, request.method, raw_target(), headers,
-                              time.time(), self._guard, node_id=self._node.node_id,
-                              allow_any_destination=any_destination)
+            return verify(keyring.mac_keys, request.method, raw_target(), headers,
+                          time.time(), self._guard, node_id=self._node.node_id,
+                          allow_any_destination=any_destination)
         except ReplayCacheFull as exc:
             raise ReplayGuardBusy(f"internal request refused: {exc}") from None
         except AuthError as exc:
             raise Unauthorized(f"internal request refused: {exc}") from None
-        body = await read_bounded(self._node.max_frame_size)
-        if hashlib.sha256(body).hexdigest() != verified.digest:
-            raise Unauthorized("internal request refused: body does not match its digest")
-        return body
 
     async def gossip_packet(self) -> Response:
         received_at = trio.current_time()  # stamp on receipt, before anything else
@@ -181,9 +194,13 @@ class InternalHandlers:
         return json_response({"seeds": self._node.gossip_seeds()})
 
 
-def internal_routes(node: InternalNode) -> Blueprint:
+def internal_routes(node: InternalNode, replicas: ReplicaService | None = None) -> Blueprint:
+    """The internal routes; with `replicas`, the replica protocol's too
+    (`api/internal_replica`), under the same signature checks."""
     bp = Blueprint("internal", __name__)
     handlers = InternalHandlers(node)
+    if replicas is not None:
+        add_replica_routes(bp, ReplicaHandlers(handlers, replicas))
     bp.add_url_rule("/internal/v1/gossip/packet", "gossip_packet", handlers.gossip_packet,
                     methods=["POST"])
     bp.add_url_rule("/internal/v1/gossip/stream", "gossip_stream", handlers.gossip_stream,

@@ -147,6 +147,12 @@ class LayoutService:
         """Where to reach `node_id`: the membership's address (fresher), else the layout's."""
         return self._live_address(node_id) or self._layout.address(node_id)
 
+    def check_version(self, version: int) -> int | None:
+        """What a replica route asks of a request's layout version (RFC 0011 §5):
+        None to go ahead, or this node's version when the request's is older."""
+        mine = self._layout.version
+        return mine if version < mine else None
+
     async def wait_changed(self, seen: Layout) -> Layout:
         """Return the current layout once it is not `seen` any more."""
         while self._layout is seen:

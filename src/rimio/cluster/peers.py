@@ -9,7 +9,7 @@ cluster key when there is one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -118,6 +118,22 @@ class PeerClient:
         except (ValueError, KeyError, TypeError):
             # not JSON, no "heads", or "heads" not a list
             raise QuorumLost(f"{address} sent a malformed listing") from None
+
+    async def send_signed(self, address: str, method: str, target: str, *, node_id: str,
+                          body: bytes | AsyncIterable[bytes] = b"",
+                          headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """Send an internal request signed for the node `node_id` at `address`
+        (`target`: path and query, already encoded) and return its answer,
+        streaming: the caller reads and closes it. A body given as an async
+        iterable streams out as it is produced (signed as a streamed body).
+        httpx errors pass through as they are, for the caller to name."""
+        signed = signed_headers(self._keyring, method, target,
+                                body if isinstance(body, bytes) else None, destination=node_id)
+        if headers:
+            signed.update(headers)
+        req = self._client.build_request(method, f"http://{address}{target}", headers=signed,
+                                         content=body)
+        return await self._client.send(req, stream=True)
 
     async def forward(self, address: str, method: str, raw_target: str,
                       headers: Iterable[tuple[str, str]], body: AsyncIterator[bytes] | None,

@@ -29,6 +29,11 @@ HEADER_SIGNATURE = "X-Rimio-Signature"
 DEFAULT_MAX_SKEW = 30.0
 # Signed for when the sender knows only the address (a seed while joining).
 ANY_DESTINATION: Final = "*"
+# The digest header of a streamed body, whose hash is not known when the
+# headers go out (a replica's part upload). Every route compares the body
+# with the signed digest except the one that takes a streamed body, which
+# stores it under its content hash and lets the signed head name it.
+STREAMED_BODY: Final = "streamed"
 
 # What well-formed headers look like; anything else (non-ASCII included) is
 # refused before any comparison, so it can only ever be a 401.
@@ -58,13 +63,14 @@ def _message(method: str, target: str, destination: str, timestamp: str, nonce: 
                       digest]).encode()
 
 
-def sign(key: bytes, method: str, target: str, body: bytes, now: float, *,
+def sign(key: bytes, method: str, target: str, body: bytes | None, now: float, *,
          destination: str, nonce: str | None = None) -> dict[str, str]:
     """Headers that authenticate one request to the node `destination` (its
-    id, or `ANY_DESTINATION`); `target` is path plus query."""
+    id, or `ANY_DESTINATION`); `target` is path plus query. `body` None: a
+    streamed body, signed as `STREAMED_BODY`."""
     ts = f"{now:.3f}"
     nonce = nonce or os.urandom(12).hex()
-    digest = body_digest(body)
+    digest = STREAMED_BODY if body is None else body_digest(body)
     message = _message(method, target, destination, ts, nonce, digest)
     mac = hmac.new(key, message, hashlib.sha256).hexdigest()
     return {HEADER_TIMESTAMP: ts, HEADER_NONCE: nonce, HEADER_DIGEST: digest,
@@ -128,7 +134,8 @@ def verify(keys: list[bytes], method: str, target: str, headers: Mapping[str, st
     except KeyError as missing:
         raise AuthError(f"missing {missing.args[0]} header") from None
     well_formed = (_SIGNATURE.fullmatch(sig) and _NONCE.fullmatch(nonce)
-                   and _DIGEST.fullmatch(digest) and _TIMESTAMP.fullmatch(ts)
+                   and (_DIGEST.fullmatch(digest) or digest == STREAMED_BODY)
+                   and _TIMESTAMP.fullmatch(ts)
                    and _DESTINATION.fullmatch(destination))
     if not well_formed:
         raise AuthError("malformed signature headers")

@@ -48,9 +48,13 @@ class ApplyAnswer:
 class ReplicaUnavailable(RimioError):
     """The replica could not be asked: unreachable, timed out, or it failed."""
 
+    code = "replica_unavailable"
+
 
 class StaleLayout(RimioError):
     """The replica's layout is newer than the one the request was sent under."""
+
+    code = "stale_layout"
 
     def __init__(self, message: str, replica_version: int) -> None:
         super().__init__(message)
@@ -59,6 +63,8 @@ class StaleLayout(RimioError):
 
 class PartMissing(RimioError):
     """A part asked for is not on the replica (or not whole)."""
+
+    code = "part_missing"
 
 
 class Replica(Protocol):

@@ -27,11 +27,12 @@ STREAM_PATH = "/internal/v1/gossip/stream"
 CONTENT_TYPE = "application/msgpack"
 
 
-def signed_headers(keyring: KeyRing | None, method: str, target: str, body: bytes, *,
+def signed_headers(keyring: KeyRing | None, method: str, target: str, body: bytes | None, *,
                    destination: str, wall_clock: Callable[[], float] = time.time
                    ) -> dict[str, str]:
     """Headers of an internal request to the node `destination` (its id, or
-    `ANY_DESTINATION` where the route allows it), signed when keyed."""
+    `ANY_DESTINATION` where the route allows it), signed when keyed; `body`
+    None for a streamed body (`rimio.core.auth.STREAMED_BODY`)."""
     headers = {"Content-Type": CONTENT_TYPE}
     if keyring is not None:
         headers.update(sign(keyring.primary_mac_key, method, target, body, wall_clock(),

@@ -386,7 +386,7 @@ class SlotMeta:
         rows = self._db.execute(
             "SELECT local_path FROM file_entries "
             "WHERE path = ? AND slot_id = ? AND generation = ? AND entry_kind = 'part' "
-            "AND local_path IS NOT NULL",
+            "AND local_path IS NOT NULL AND head_sha256 IS NOT NULL",
             (path, self.slot_id, generation),
         ).fetchall()
         return {r[0] for r in rows}
@@ -457,28 +457,7 @@ class SlotMeta:
                 return CommitOutcome.SUPERSEDED, check, result
             if pending_id is not None:
                 db.execute("DELETE FROM file_entries WHERE id = ?", (pending_id,))
-            if current is not None:
-                db.execute(
-                    "UPDATE file_entries SET is_current = 0, superseded_at = ? "
-                    "WHERE path = ? AND slot_id = ? AND is_current = 1",
-                    (now, head.path, self.slot_id),
-                )
-            db.execute(
-                "INSERT INTO file_entries (slot_id, path, generation, entry_kind, head_sha256,"
-                " is_current, head_json, write_id, size_bytes, created_at)"
-                " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                (self.slot_id, head.path, head.generation, head.kind, head.sha256,
-                 json.dumps(head.to_dict(), sort_keys=True), head.write_id or None,
-                 head.size_bytes, now),
-            )
-            db.executemany(
-                "INSERT INTO file_entries (slot_id, path, generation, entry_kind, part_index,"
-                " head_sha256, sha256, size_bytes, local_path, inline_data, compression,"
-                " stored_bytes, created_at) VALUES (?, ?, ?, 'part', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(self.slot_id, head.path, head.generation, p.index, head.sha256, p.sha256,
-                  p.size_bytes, p.local_path, p.data if p.inline else None, p.compression,
-                  p.stored_bytes, now) for p in parts],
-            )
+            self._install(head, parts, current, now)
             self._record_result(head, result, now)
             db.execute("COMMIT")
             return CommitOutcome.APPLIED, check, result
@@ -486,13 +465,217 @@ class SlotMeta:
             db.execute("ROLLBACK")
             raise
 
-    def _record_result(self, head: Head, result: dict[str, Any] | None, now: float) -> None:
+    def _install(self, head: Head, parts: Sequence[PartRecord], current: Head | None,
+                 now: float) -> None:
+        """Make `head` (with its part rows) the current head of its path: the
+        step every commit shares, inside the caller's transaction."""
+        db = self._db
+        if current is not None:
+            db.execute(
+                "UPDATE file_entries SET is_current = 0, superseded_at = ? "
+                "WHERE path = ? AND slot_id = ? AND is_current = 1",
+                (now, head.path, self.slot_id),
+            )
+        db.execute(
+            "INSERT INTO file_entries (slot_id, path, generation, entry_kind, head_sha256,"
+            " is_current, head_json, write_id, size_bytes, created_at)"
+            " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+            (self.slot_id, head.path, head.generation, head.kind, head.sha256,
+             json.dumps(head.to_dict(), sort_keys=True), head.write_id or None,
+             head.size_bytes, now),
+        )
+        db.executemany(
+            "INSERT INTO file_entries (slot_id, path, generation, entry_kind, part_index,"
+            " head_sha256, sha256, size_bytes, local_path, inline_data, compression,"
+            " stored_bytes, created_at) VALUES (?, ?, ?, 'part', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(self.slot_id, head.path, head.generation, p.index, head.sha256, p.sha256,
+              p.size_bytes, p.local_path, p.data if p.inline else None, p.compression,
+              p.stored_bytes, now) for p in parts],
+        )
+
+    def _record_result(self, head: Head, result: dict[str, Any] | None, now: float, *,
+                       once: bool = False) -> None:
+        """Remember `result` for the head's write id; `once`: unless one is
+        recorded already (a replica's apply: the first answer stays)."""
         if head.write_id and result is not None:
+            verb = "INSERT OR IGNORE" if once else "INSERT"
             self._db.execute(
-                "INSERT INTO write_results (slot_id, path, write_id, result_json, created_at) "
+                f"{verb} INTO write_results (slot_id, path, write_id, result_json, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (self.slot_id, head.path, head.write_id, json.dumps(result), now),
             )
+
+    # -- a replica's writes (RFC 0011 §5) ---------------------------------------
+    #
+    # A replica receives the parts of a write of a generation chosen by its
+    # coordinator one request at a time, then the head. Each uploaded part is
+    # a `part` row with `head_sha256` NULL (an "upload"): it says how its file
+    # is stored until a head names it. All uploads of one (path, generation)
+    # share one pending marker, so start-up recovery and an abort remove
+    # their files like those of any interrupted write.
+
+    def join_pending(self, path: str, blob_dir: str, now: float,
+                     generation: int) -> PendingWrite:
+        """The pending marker of the write of `path` at `generation`, made if
+        there is none yet (parts of one write arrive one request at a time)."""
+        row = self._db.execute(
+            "SELECT id, local_path FROM file_entries WHERE path = ? AND slot_id = ? "
+            "AND generation = ? AND entry_kind = 'pending' ORDER BY id LIMIT 1",
+            (path, self.slot_id, generation),
+        ).fetchone()
+        if row is not None:
+            return PendingWrite(int(row[0]), path, generation, row[1])
+        return self.begin_pending(path, blob_dir, now, generation)
+
+    def record_upload(self, path: str, generation: int, part: PartRecord, now: float) -> bool:
+        """Record an uploaded part of the pending write of `path` at
+        `generation`. False (nothing recorded) when that write has no pending
+        marker any more: it was aborted while the part was written."""
+        db = self._db
+        # Like the marker, an upload need only survive a process crash: one
+        # lost with the power is uploaded again (its file is reused).
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._record_upload(path, generation, part, now)
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+
+    def _record_upload(self, path: str, generation: int, part: PartRecord, now: float) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._has_pending(path, generation):
+                db.execute("COMMIT")
+                return False
+            db.execute(
+                "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+                "AND entry_kind = 'part' AND head_sha256 IS NULL AND part_index = ? "
+                "AND sha256 = ?", (path, self.slot_id, generation, part.index, part.sha256))
+            db.execute(
+                "INSERT INTO file_entries (slot_id, path, generation, entry_kind, part_index,"
+                " sha256, size_bytes, local_path, compression, stored_bytes, created_at)"
+                " VALUES (?, ?, ?, 'part', ?, ?, ?, ?, ?, ?, ?)",
+                (self.slot_id, path, generation, part.index, part.sha256, part.size_bytes,
+                 part.local_path, part.compression, part.stored_bytes, now))
+            db.execute("COMMIT")
+            return True
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _has_pending(self, path: str, generation: int) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+            "AND entry_kind = 'pending' LIMIT 1", (path, self.slot_id, generation),
+        ).fetchone() is not None
+
+    def part_file(self, path: str, generation: int, index: int,
+                  sha256: str) -> PartRecord | None:
+        """A part file of `path` at `generation` holding part `index` with hash
+        `sha256`: an upload's, or one a head of that generation names."""
+        row = self._db.execute(
+            "SELECT size_bytes, local_path, compression, stored_bytes FROM file_entries "
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND entry_kind = 'part' "
+            "AND part_index = ? AND sha256 = ? AND local_path IS NOT NULL LIMIT 1",
+            (path, self.slot_id, generation, index, sha256),
+        ).fetchone()
+        if row is None:
+            return None
+        return PartRecord(index, sha256, int(row[0]), row[1], None, row[2],
+                          None if row[3] is None else int(row[3]))
+
+    def upload_files(self, path: str, generation: int,
+                     parts: Sequence[tuple[int, str]]) -> list[str]:
+        """The files of the uploads of (index, sha256) `parts` that no head names."""
+        named = self.referenced_files(path, generation)
+        files = []
+        for index, sha in parts:
+            record = self.part_file(path, generation, index, sha)
+            if record is not None and record.local_path not in named:
+                files.append(record.local_path)
+        return sorted({f for f in files if f is not None})
+
+    def settle_uploads(self, head: Head, parts: Sequence[tuple[int, str]],
+                       install: Sequence[PartRecord] | None, result: dict[str, Any] | None,
+                       now: float, *, busy: bool) -> None:
+        """One transaction: record `result` for the head's write id unless one
+        is, make `head` current with `install` as its parts (None: leave the
+        head as it is), forget the uploads of `parts`, and drop the pending
+        marker of the head's generation once no upload of it is left and none
+        is in flight (`busy`)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if install is not None:
+                self._install(head, install, self.current_head(head.path), now)
+            db.executemany(
+                "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+                "AND entry_kind = 'part' AND head_sha256 IS NULL AND part_index = ? "
+                "AND sha256 = ?",
+                [(head.path, self.slot_id, head.generation, i, sha) for i, sha in parts])
+            if not busy and not self._has_uploads(head.path, head.generation):
+                db.execute(
+                    "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+                    "AND entry_kind = 'pending'", (head.path, self.slot_id, head.generation))
+            self._record_result(head, result, now, once=True)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _has_uploads(self, path: str, generation: int) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+            "AND entry_kind = 'part' AND head_sha256 IS NULL LIMIT 1",
+            (path, self.slot_id, generation),
+        ).fetchone() is not None
+
+    def pending_of(self, path: str, generation: int) -> list[PendingWrite]:
+        rows = self._db.execute(
+            "SELECT id, local_path FROM file_entries WHERE path = ? AND slot_id = ? "
+            "AND generation = ? AND entry_kind = 'pending'", (path, self.slot_id, generation),
+        ).fetchall()
+        return [PendingWrite(int(r[0]), path, generation, r[1]) for r in rows]
+
+    def drop_uploads(self, path: str, generation: int) -> None:
+        """Forget every upload of `path` at `generation` (their files are gone)."""
+        self._db.execute(
+            "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+            "AND entry_kind = 'part' AND head_sha256 IS NULL", (path, self.slot_id, generation))
+
+    def part_of(self, path: str, generation: int, head_sha256: str,
+                index: int) -> PartRecord | None:
+        """Part `index` of the stored head of `path` at `generation` whose hash
+        is `head_sha256` (an inline part with its bytes)."""
+        row = self._db.execute(
+            "SELECT sha256, size_bytes, local_path, inline_data, compression, stored_bytes"
+            " FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+            "AND entry_kind = 'part' AND head_sha256 = ? AND part_index = ?",
+            (path, self.slot_id, generation, head_sha256, index),
+        ).fetchone()
+        if row is None:
+            return None
+        return PartRecord(index, row[0], int(row[1]), row[2],
+                          None if row[3] is None else bytes(row[3]), row[4],
+                          None if row[5] is None else int(row[5]))
+
+    def has_rows(self) -> bool:
+        """Whether any `file_entries` row belongs to this slot."""
+        return self._db.execute("SELECT 1 FROM file_entries WHERE slot_id = ? LIMIT 1",
+                                (self.slot_id,)).fetchone() is not None
+
+    def forget_slot(self) -> None:
+        """Delete every row of this slot (heads, parts, markers, write results):
+        one transaction, so the slot is either whole here or gone."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM file_entries WHERE slot_id = ?", (self.slot_id,))
+            db.execute("DELETE FROM write_results WHERE slot_id = ?", (self.slot_id,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- listing --------------------------------------------------------------
 

@@ -170,9 +170,13 @@ class ObjectWriter:
 
     def __init__(self, slot_dir: Path, gen_dir_rel: str, part_size: int, *,
                  hash_object: bool = True,
-                 compression: CompressionPolicy = NO_COMPRESSION) -> None:
+                 compression: CompressionPolicy = NO_COMPRESSION,
+                 first_index: int = 0) -> None:
         # hash_object=False: the caller hashes the whole object itself (in
-        # parallel); `finish` then reports an empty etag.
+        # parallel); `finish` then reports an empty etag. `first_index`: the
+        # index of the first part written (a replica receives an object's
+        # parts one request at a time).
+        self._first_index = first_index
         self._slot_dir = slot_dir
         self._gen_rel = gen_dir_rel
         self._gen_dir = slot_dir / gen_dir_rel
@@ -265,7 +269,7 @@ class ObjectWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
-        index = len(self._records)
+        index = self._first_index + len(self._records)
         sha = self._part_hash.hexdigest()
         name = part_name(index, sha)
         final = self._gen_dir / name

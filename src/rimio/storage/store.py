@@ -21,7 +21,14 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,14 +37,18 @@ from typing import Any, ParamSpec, TypeVar
 import trio
 
 from rimio.core.errors import (
+    BadRequest,
     ConfigError,
+    Conflict,
     DiskError,
     InsufficientStorage,
+    PayloadTooLarge,
     RimioError,
     StorageCorrupt,
 )
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
+from rimio.core.replica import PartInfo, PartMissing
 from rimio.core.writes import CommitOutcome, Precondition, WriteReport
 from rimio.storage.cache import (
     DEFAULT_READ_CACHE_BYTES,
@@ -50,6 +61,7 @@ from rimio.storage.disk import check_disk_usable
 from rimio.storage.meta import GROUPS, META_DIR, GroupMeta, PendingWrite, SlotMeta, group_file
 from rimio.storage.migrate import has_legacy, migrate_slot
 from rimio.storage.parts import (
+    DURABLE_DIRS,
     TEMP_PREFIX,
     PartRecord,
     ensure_dir,
@@ -117,6 +129,9 @@ class LocalStore:
         # `max_open_slots` bounds the open metadata databases (groups, not slots).
         self._cache = SlotCache(self.group_path, max_open=max_open_slots)
         self.recovered_writes = 0
+        self.finished_drops = 0  # slots whose files an interrupted drop left, removed at start
+        # (slot, path, generation) → part uploads in flight (their marker must stay).
+        self._uploading: dict[tuple[int, str, int], int] = {}
         self.migrated_slots = 0  # per-slot databases folded into their group at start
 
     @property
@@ -175,6 +190,7 @@ class LocalStore:
                         if slot < self.total_slots and slot not in self._slot_dirs:
                             self._slot_dirs[slot] = disk / "slots" / str(slot)
                     self._recover_group(disk, group)
+        self._finish_drops()
 
     async def close(self) -> None:
         await self._thread(self._cache.close_all)
@@ -480,6 +496,9 @@ class LocalStore:
                 if entry.is_file() and rel not in keep:
                     os.unlink(entry.path)
         prune_empty_dirs(gen_dir, slot_dir)
+        # The uploads of a replica's write name the files just removed; the
+        # marker goes last, so a crash before it repeats all of this.
+        meta.drop_uploads(pending.path, pending.generation)
         meta.drop_pending(pending.id)
 
     # -- garbage ----------------------------------------------------------------
@@ -506,6 +525,219 @@ class LocalStore:
 
             removed += await self._thread(sweep)
         return removed
+
+
+    # -- a replica's side of the replica protocol (RFC 0011 §5) ------------------
+    #
+    # The steps are those of `LocalWrite` (storage/writes.py), spread over
+    # requests: a part upload per request, then the head.
+
+    async def put_part(self, slot: int, path: str, generation: int, index: int,
+                       chunks: AsyncIterable[bytes], *, clock: Callable[[], float]
+                       ) -> PartRecord:
+        """Store part `index` of the pending write of `path` at `generation`
+        (at most `part_size` bytes, at least one), not yet visible. Repeating
+        it is harmless: the same content lands on the same file."""
+        seq = LocalWrite(slot, path, self.slot_dir(slot), self.part_size, tombstone=False,
+                         write_id="", precondition=None, result_for=_no_result,
+                         generation=generation, hash_object=False,
+                         compression=self.compression, first_index=index)
+        key = (slot, path, generation)
+
+        def join(meta: SlotMeta, now: float) -> None:
+            seq.join(meta, now)
+            self._uploading[key] = self._uploading.get(key, 0) + 1
+
+        def release(meta: SlotMeta, record: PartRecord | None, now: float) -> bool:
+            left = self._uploading.get(key, 1) - 1
+            if left:
+                self._uploading[key] = left
+            else:
+                self._uploading.pop(key, None)
+            return record is not None and seq.record_part(meta, record, now)
+
+        await self._with_slot(slot, _on_disk(join), clock())
+        released = False
+        try:
+            await self._pump_part(chunks, seq)
+            records, _, _ = await self._thread(_on_disk(seq.seal))
+            if not records:
+                raise BadRequest("a part holds at least one byte")
+            released = True
+            if not await self._with_slot(slot, _on_disk(release), records[0], clock()):
+                raise Conflict(f"the write of {path} at generation {generation} was aborted")
+            return records[0]
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._thread(seq.remove_files)
+                if not released:
+                    await self._with_slot(slot, release, None, clock())
+            raise
+
+    async def _pump_part(self, batches: AsyncIterable[bytes], seq: LocalWrite) -> None:
+        """Write one part's bytes as they arrive, gathered into batches of
+        `READ_CHUNK` (fewer thread hops); the next batch is received while one
+        is written. More than `part_size` bytes is refused."""
+        send, receive = trio.open_memory_channel[bytes](1)
+        limit = self.part_size
+
+        async def produce() -> None:
+            async with send:
+                batch, received = bytearray(), 0
+                async for chunk in batches:
+                    received += len(chunk)
+                    if received > limit:
+                        raise PayloadTooLarge(f"a part is at most {limit} bytes")
+                    batch += chunk
+                    if len(batch) >= READ_CHUNK:
+                        await send.send(bytes(batch))
+                        batch = bytearray()
+                if batch:
+                    await send.send(bytes(batch))
+
+        async def consume() -> None:
+            async with receive:
+                async for batch in receive:
+                    await self._thread(_on_disk(seq.write), batch)
+
+        await _together(produce, consume)
+
+    async def apply_head(self, head: Head, parts: Sequence[PartInfo], inline: bytes | None,
+                         write_result: dict[str, Any] | None, *, clock: Callable[[], float]
+                         ) -> tuple[bool, Head | None]:
+        """Make `head` current if it beats this node's head of its path by the
+        head order, with the uploaded `parts` (or the `inline` bytes); record
+        `write_result` for its write id unless one is. (applied, current head
+        after). Raises PartMissing when a part it names is not here, whole."""
+        slot = head.slot_id
+        seq = LocalWrite(slot, head.path, self.slot_dir(slot), head.part_size or self.part_size,
+                         tombstone=head.deleted, write_id=head.write_id, precondition=None,
+                         result_for=_no_result, generation=head.generation)
+        key = (slot, head.path, head.generation)
+
+        def run(meta: SlotMeta, now: float) -> tuple[bool, Head | None]:
+            # Read while holding the slot: uploads join (and count) under it too.
+            return seq.apply(meta, head, parts, inline, write_result, now,
+                             busy=key in self._uploading)
+
+        try:
+            return await self._with_slot(slot, _on_disk(run), clock())
+        finally:
+            self.read_cache.invalidate(slot, head.path)
+
+    async def abort_generation(self, slot: int, path: str, generation: int) -> None:
+        """Remove what the uploads of the write of `path` at `generation` left:
+        the files no head names first, then their rows and the marker."""
+
+        def run(meta: SlotMeta) -> None:
+            for pending in meta.pending_of(path, generation):
+                self._discard_pending_sync(self.slot_dir(slot), meta, pending)
+
+        with trio.CancelScope(shield=True):
+            await self._with_slot(slot, _on_disk(run))
+
+    async def head_and_result(self, slot: int, path: str,
+                              write_id: str | None) -> tuple[Head | None, dict[str, Any] | None]:
+        """The current head of `path` and the result recorded for `write_id`."""
+
+        def run(meta: SlotMeta) -> tuple[Head | None, dict[str, Any] | None]:
+            return (meta.current_head(path),
+                    meta.write_result(path, write_id) if write_id else None)
+
+        return await self._with_slot(slot, run)
+
+    async def slot_heads(self, slot: int, prefix: str, after: str | None,
+                         limit: int) -> list[Head]:
+        """The current heads (tombstones included) of one slot, by path."""
+        return await self._with_slot(slot, SlotMeta.list_current, prefix, after, limit, True)
+
+    async def read_part(self, slot: int, path: str, generation: int, head_sha256: str,
+                        index: int, start: int, end: int | None
+                        ) -> AsyncGenerator[bytes, None]:
+        """Bytes `start..end` (end exclusive; None: the end of the part) of
+        part `index` of the stored head of `path` at `generation` with hash
+        `head_sha256`, decompressed. PartMissing when this node does not hold
+        that head's part whole."""
+        record = await self._with_slot(slot, SlotMeta.part_of, path, generation, head_sha256,
+                                       index)
+        if record is None:
+            raise PartMissing(f"{path}: part {index} of this head is not here")
+        if end is None:
+            end = record.size_bytes
+        if not 0 <= start <= end <= record.size_bytes:
+            raise BadRequest(f"bytes {start}..{end} are not within part {index}")
+        if record.local_path is None:
+            data = record.data or b""
+            if len(data) != record.size_bytes:
+                raise PartMissing(f"{path}: inline part {index} is not whole")
+            if end > start:
+                yield data[start:end]
+            return
+        try:
+            reader = await self._thread(PartReader, self.slot_dir(slot) / record.local_path,
+                                        record.compression, start)
+        except FileNotFoundError:
+            raise PartMissing(f"{path}: the file of part {index} is missing") from None
+        try:
+            remaining = end - start
+            while remaining > 0:
+                n = min(READ_CHUNK, remaining)
+                chunk = await self._thread(reader.read, n)
+                if len(chunk) != n:
+                    raise PartMissing(f"{path}: the file of part {index} is truncated")
+                yield chunk
+                remaining -= n
+        finally:
+            reader.close()
+
+    async def drop_slot(self, slot: int) -> None:
+        """Remove every row and file of `slot` (it moved to other nodes).
+
+        Rows first, in one transaction, then files: a crash in between never
+        leaves a head whose parts are gone (which this node would serve, or
+        report as held), only files no row names; start-up removes the files
+        of a slot directory whose slot has no rows (`_finish_drops`)."""
+        await self._with_slot(slot, _on_disk(SlotMeta.forget_slot))
+        self.read_cache.clear()  # a rare event: freeing the slot's entries is all this does
+        with trio.CancelScope(shield=True):
+            await self._thread(_on_disk(_remove_tree), self.slot_dir(slot) / "blobs")
+
+    def _finish_drops(self) -> None:
+        """At start: remove the files of every slot directory whose slot has
+        no rows (a drop interrupted between its rows and its files, or files
+        whose marker was lost with the power: no row names them)."""
+        for slot, slot_dir in sorted(self._slot_dirs.items()):
+            blobs = slot_dir / "blobs"
+            if not blobs.is_dir():
+                continue
+            with self._cache.acquire(slot) as meta:
+                if meta.has_rows():
+                    continue
+            _remove_tree(blobs)
+            self.finished_drops += 1
+
+
+def _no_result(head: Head) -> dict[str, Any]:
+    return {}
+
+
+def _remove_tree(root: Path) -> None:
+    """Unlink every file under `root` and remove its directories, deepest
+    first (forgetting each in `DURABLE_DIRS`). A missing `root` is fine."""
+    if not root.exists():
+        return
+    for parent, dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(parent, name))
+        for name in dirs:
+            path = Path(parent) / name
+            DURABLE_DIRS.forget(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+    DURABLE_DIRS.forget(root)
+    with contextlib.suppress(OSError):
+        os.rmdir(root)
 
 
 def _inline_loaded(parts: tuple[PartRecord, ...], data: bytes,

@@ -20,6 +20,15 @@ store's inline limit, whose bytes go in its part row) needs neither the
 marker nor step 4: steps 1 and 3 are one transaction (checks, generation,
 head, part row with the bytes, write result), so it costs one WAL commit.
 
+A replica's write (RFC 0011 §5) takes the same steps with the generation
+its coordinator chose, spread over requests: step 1 is `join` (no checks:
+the coordinator made them, and the head order decides at the end), once per
+part upload, all uploads of one generation under one pending marker; step 2
+writes that one part; step 3 is `apply`, which makes the offered head current
+only if it beats the current one by the head order, after checking that every
+part file it names is here with its size; step 4, for a head that did not
+win (or an abort), removes the uploaded files first and the marker after.
+
 `LocalWrite` holds those steps for one write. Each blocks and runs in a
 worker thread; the steps that take `meta` need the slot held by the caller.
 `LocalStore.write` decides how they are spread over threads.
@@ -28,17 +37,19 @@ worker thread; the steps that take `meta` need the slot held by the caller.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterable, Callable
+import os
+from collections.abc import AsyncIterable, Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from rimio.core.head import Head
+from rimio.core.head import Head, beats
 from rimio.core.paths import disk_segments
+from rimio.core.replica import PartInfo, PartMissing
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck, WriteReport
 from rimio.storage.compression import NO_COMPRESSION, CompressionPolicy
 from rimio.storage.meta import PendingWrite, SlotMeta
-from rimio.storage.parts import ObjectWriter, PartRecord
+from rimio.storage.parts import ObjectWriter, PartRecord, remove_files
 
 
 class Tombstone(Enum):
@@ -74,8 +85,11 @@ class LocalWrite:
         hash_object: bool = True,
         in_row: bool = False,
         compression: CompressionPolicy = NO_COMPRESSION,
+        first_index: int = 0,
     ) -> None:
         self.slot = slot
+        # The index of the first part this write writes (a replica's part upload).
+        self._first_index = first_index
         self.path = path
         self._slot_dir = slot_dir
         self._part_size = part_size
@@ -172,6 +186,66 @@ class LocalWrite:
         """Drop the pending marker (the second half of an abort, after `remove_files`)."""
         if self._pending is not None:
             meta.drop_pending(self._pending.id)
+
+    # -- a replica's write: one part per request, then the head ----------------
+
+    def join(self, meta: SlotMeta, now: float) -> None:
+        """Step 1 of one part upload: join (or begin) the pending marker of
+        this write's generation, before any file exists."""
+        assert self._generation is not None, "a replica's write has its generation"
+        blob_dir = "/".join(["blobs", *disk_segments(self.path)])
+        self._pending = meta.join_pending(self.path, blob_dir, now, self._generation)
+        self._writer = ObjectWriter(self._slot_dir, self._pending.gen_dir, self._part_size,
+                                    hash_object=False, compression=self._compression,
+                                    first_index=self._first_index)
+
+    def record_part(self, meta: SlotMeta, part: PartRecord, now: float) -> bool:
+        """After `seal`: remember how the uploaded part is stored, until a
+        head names it. False when the write was aborted meanwhile."""
+        assert self._pending is not None, "record_part() before join()"
+        return meta.record_upload(self.path, self._pending.generation, part, now)
+
+    def apply(self, meta: SlotMeta, head: Head, offered: Sequence[PartInfo],
+              inline: bytes | None, result: dict[str, Any] | None, now: float, *,
+              busy: bool) -> tuple[bool, Head | None]:
+        """Steps 3 and 4 of a replica's write, holding the slot: (applied,
+        current head after). `busy`: uploads of this generation are in flight
+        (their marker stays)."""
+        current = meta.current_head(head.path)
+        keys = [(p.index, p.sha256) for p in offered]
+        if current is not None and current.sha256 == head.sha256:
+            # Already here (a retry): nothing changes but a missing write result.
+            meta.settle_uploads(head, keys, None, result, now, busy=busy)
+            return True, current
+        if not beats(head, current):
+            # Lost by the head order: its uploaded files first, then its rows
+            # and the marker (a crash in between leaves the marker for start-up).
+            remove_files(self._slot_dir, meta.upload_files(head.path, head.generation, keys))
+            meta.settle_uploads(head, keys, None, result, now, busy=busy)
+            return False, current
+        if head.deleted:
+            parts: list[PartRecord] = []
+        elif inline is not None:
+            parts = inline_parts(inline, head.part_size) if inline else []
+        else:
+            parts = [self._present(meta, head, p) for p in sorted(offered, key=lambda p: p.index)]
+        meta.settle_uploads(head, keys, parts, result, now, busy=busy)
+        return True, head
+
+    def _present(self, meta: SlotMeta, head: Head, part: PartInfo) -> PartRecord:
+        """The record of an offered part whose file is here, whole; else PartMissing."""
+        record = meta.part_file(head.path, head.generation, part.index, part.sha256)
+        if record is None or record.size_bytes != part.size_bytes or record.local_path is None:
+            raise PartMissing(f"{head.path}: part {part.index} of generation "
+                              f"{head.generation} was not uploaded here")
+        try:
+            whole = os.stat(self._slot_dir / record.local_path).st_size == record.file_bytes
+        except FileNotFoundError:
+            whole = False
+        if not whole:
+            raise PartMissing(f"{head.path}: the file of part {part.index} of generation "
+                              f"{head.generation} is missing or not whole")
+        return record
 
     # -- the whole sequence in one call -----------------------------------------
 

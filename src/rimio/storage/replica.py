@@ -1,0 +1,89 @@
+"""`LocalReplica`: this node's own replica of its slots, as a coordinator sees
+it (`rimio.core.replica.Replica`, RFC 0011 §5), over the `LocalStore` directly.
+
+Every call goes through the store's one write sequence (storage/writes.py)
+or its reads; nothing here touches a file. Offers are checked for
+consistency (`rimio.core.offers`) before anything is stored, here as on the
+internal API, so the local replica and a remote one refuse the same things.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from typing import Any
+
+from rimio.core.head import Head
+from rimio.core.offers import check_offer, check_path
+from rimio.core.replica import ApplyAnswer, HeadAnswer, PartInfo
+from rimio.storage.store import LocalStore
+
+
+class LocalReplica:
+    """The replica of this node's store, named `node_id`. `clock` stamps the
+    rows it writes (wall-clock seconds)."""
+
+    def __init__(self, store: LocalStore, node_id: str, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._node_id = node_id
+        self._clock = clock
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def total_slots(self) -> int:
+        return self._store.total_slots
+
+    @property
+    def part_size(self) -> int:
+        return self._store.part_size
+
+    async def get_head(self, slot: int, path: str, write_id: str | None = None) -> HeadAnswer:
+        check_path(path, slot, self.total_slots)
+        head, result = await self._store.head_and_result(slot, path, write_id)
+        return HeadAnswer(head, result)
+
+    async def put_part(self, slot: int, path: str, generation: int, index: int,
+                       chunks: AsyncIterable[bytes]) -> PartInfo:
+        check_path(path, slot, self.total_slots)
+        record = await self._store.put_part(slot, path, generation, index, chunks,
+                                            clock=self._clock)
+        return PartInfo(record.index, record.sha256, record.size_bytes)
+
+    async def apply_head(self, head: Head, parts: Sequence[PartInfo], inline: bytes | None,
+                         write_result: dict[str, Any] | None,
+                         layout_version: int) -> ApplyAnswer:
+        # The layout version matters to a remote replica (whose layout may be
+        # newer); this node's coordinator uses this node's own layout.
+        check_offer(head, parts, inline, total_slots=self.total_slots)
+        applied, current = await self._store.apply_head(head, parts, inline, write_result,
+                                                        clock=self._clock)
+        return ApplyAnswer(applied, current)
+
+    async def abort(self, slot: int, path: str, generation: int) -> None:
+        check_path(path, slot, self.total_slots)
+        await self._store.abort_generation(slot, path, generation)
+
+    def read_part(self, head: Head, index: int, start: int, end: int) -> AsyncIterator[bytes]:
+        return self._store.read_part(head.slot_id, head.path, head.generation, head.sha256,
+                                     index, start, end)
+
+    def read_part_of(self, slot: int, path: str, generation: int, head_sha256: str,
+                     index: int, start: int, end: int | None
+                     ) -> AsyncGenerator[bytes, None]:
+        """`read_part` of the head named by its path, generation and hash (what
+        a remote coordinator sends); `end` None: to the end of the part."""
+        return self._store.read_part(slot, path, generation, head_sha256, index, start, end)
+
+    async def list_heads(self, slot: int | None, prefix: str, after: str | None,
+                         limit: int) -> list[Head]:
+        if slot is None:
+            return await self._store.list_heads(prefix, after, limit, include_deleted=True)
+        return await self._store.slot_heads(slot, prefix, after, limit)
+
+    async def drop_slot(self, slot: int) -> None:
+        """Remove every head and part of `slot` here (the mover, once it moved away)."""
+        await self._store.drop_slot(slot)
