@@ -44,7 +44,7 @@ class SlotPlan:
 
     @property
     def read_quorum(self) -> int:
-        """Answers a read needs: |read_set| − W + 1, at least 1."""
+        """Answers a read needs: |read_set| - W + 1, at least 1."""
         return max(1, len(self.read_set) - self._needed(self.read_set) + 1)
 
     def write_acknowledged(self, applied: Collection[str]) -> bool:
@@ -52,9 +52,8 @@ class SlotPlan:
         done = set(applied)
         if len(done & set(self.targets)) < self._needed(self.targets):
             return False
-        if self.moving and len(done & set(self.holders)) < self._needed(self.holders):
-            return False
-        return True
+        return not (self.moving
+                    and len(done & set(self.holders)) < self._needed(self.holders))
 
     def write_possible(self, reachable: Collection[str]) -> bool:
         """Whether a write could still be acknowledged with only `reachable` answering."""
