@@ -34,13 +34,19 @@ class CoordinatedObject:
 
 async def find_winner(ctx: Coordination, slot: int, path: str) -> CoordinatedObject | None:
     """The winning head of `path` by a read quorum (tombstones included;
-    None: no replica has the path). QuorumLost when no replica answered."""
+    None: no replica of a read quorum has the path). Below a quorum, the best
+    head found, marked degraded; QuorumLost when none was found."""
     plan = ctx.plan_for(slot)
     poll = await poll_heads(ctx, plan, path)
     if not poll.answers:
         raise QuorumLost(f"slot {slot}: none of {', '.join(plan.read_set)} answered")
     head = poll.winner
     if head is None:
+        if not poll.quorum_reached:
+            # Nothing found by too few: the path may well exist elsewhere.
+            raise QuorumLost(f"slot {slot}: {len(poll.answers)} of {len(plan.read_set)} "
+                             f"replicas answered, none has {path}; a read needs "
+                             f"{plan.read_quorum} to say it does not exist")
         return None
     return CoordinatedObject(head, poll.holders_of(head), not poll.quorum_reached,
                              poll.behind(head))
