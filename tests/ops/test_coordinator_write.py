@@ -344,3 +344,23 @@ async def test_a_write_whose_head_lost_everywhere_is_acknowledged_as_overwritten
     assert await get(coord, "ov/x") in (b"newer!!", b"older")
     assert len({r.heads["ov/x"].sha256 for r in h.replicas.values()}) == 1
 
+
+
+async def test_a_doomed_stream_stops_reading_the_body(nursery: trio.Nursery) -> None:
+    h = Harness()
+    h.replicas["n1"].fail_after_parts = 1
+    h.replicas["n2"].fail_after_parts = 1
+    coord = h.coordinator()
+    await nursery.start(coord.run)
+    read = 0
+
+    async def body() -> object:
+        nonlocal read
+        async for chunk in chunks(BIG * 10):
+            read += len(chunk)
+            yield chunk
+
+    with pytest.raises(QuorumLost):
+        await coord.put(slot_of("doom/x"), "doom/x", body())  # type: ignore[arg-type]
+    assert read < len(BIG)
+    assert h.pending() == 0

@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from rimio.core.errors import QuorumLost
 from rimio.core.quorum import SlotPlan
 from rimio.core.replica import PartInfo, Replica
 from rimio.ops.coordination import Coordination, log
@@ -35,6 +36,15 @@ class _PartEnd:
 
 
 _Message = bytes | _PartStart | _PartEnd
+
+
+# Chunks at least this large are hashed in a worker thread.
+_THREAD_HASH_BYTES = 256 * 1024
+
+
+def _update(hashes: tuple[Any, ...], chunk: bytes) -> None:
+    for h in hashes:
+        h.update(chunk)
 
 
 class PartMismatch(Exception):
@@ -114,7 +124,8 @@ class PartUpload:
 
     async def run(self, body: Any) -> Uploaded:
         """Stream `body` (an async iterator of bytes) to every replica.
-        An error of the body itself (the client's) is raised as it is."""
+        An error of the body itself (the client's) is raised as it is;
+        QuorumLost as soon as too few replicas are left to acknowledge."""
         failure: BaseException | None = None
         result: Uploaded | None = None
         async with trio.open_nursery() as nursery:
@@ -148,8 +159,12 @@ class PartUpload:
                     await self._broadcast(_PartStart(index))
                 take = min(part_size - part_fill, len(batch) - pos)
                 chunk = batch if pos == 0 and take == len(batch) else batch[pos:pos + take]
-                part_hash.update(chunk)
-                whole.update(chunk)
+                if take >= _THREAD_HASH_BYTES:
+                    # Off the event loop (hashlib lets go of the GIL): the
+                    # replicas' tasks keep sending meanwhile.
+                    await trio.to_thread.run_sync(_update, (part_hash, whole), chunk)
+                else:
+                    _update((part_hash, whole), chunk)
                 size += take
                 part_fill += take
                 pos += take
@@ -185,6 +200,11 @@ class PartUpload:
                 stream.drop("its upload ended")
         if lagging:
             await self._wait_for_laggards(lagging, message)
+        live = [s.node for s in self._live()]
+        if not self._plan.write_possible(live):
+            # Doomed: stop reading the body now rather than at its end.
+            raise QuorumLost(f"slot {self._plan.slot}: only {', '.join(live) or 'no replica'} "
+                             "still take the parts; the write cannot be acknowledged")
 
     async def _wait_for_laggards(self, lagging: list[_ReplicaStream],
                                  message: _Message) -> None:
