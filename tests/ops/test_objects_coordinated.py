@@ -15,7 +15,7 @@ from coordinator_harness import INLINE, PART, TOTAL_SLOTS, Harness
 from rimio.config import NodeConfig, ReplicationConfig, StorageConfig, single_node_config
 from rimio.core.errors import BadRequest, Gone, NotFound, PayloadTooLarge
 from rimio.core.quorum import SlotPlan
-from rimio.ops.coordinator import CoordinatedObject
+from rimio.ops.coordinator import CoordinatedObject, settings_for
 from rimio.ops.objects import ObjectService, PutRequest
 from rimio.storage.store import LocalStore
 
@@ -133,3 +133,10 @@ async def test_degraded_reads_are_marked(store: tuple[NodeConfig, LocalStore],
     obj, _ = await service.open_read("d/x")
     assert isinstance(obj, CoordinatedObject) and obj.degraded
 
+
+
+def test_settings_follow_the_storage_config() -> None:
+    settings = settings_for(StorageConfig(part_size_bytes=8192, inline_max_bytes=65536,
+                                          max_object_bytes=10**9))
+    assert (settings.inline_max_bytes, settings.part_size, settings.max_object_bytes) == (
+        8192, 8192, 10**9)

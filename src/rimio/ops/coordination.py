@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from rimio.config import StorageConfig
 from rimio.core.quorum import SlotPlan
 from rimio.core.replica import Replica
 from rimio.ops.liveness import Liveness
@@ -50,6 +51,16 @@ class CoordinatorSettings:
     repair_backlog: int = 256
     # Best-effort cleanups (abort of dropped uploads) give up after this long.
     cleanup_timeout: float = 10.0
+
+
+def settings_for(storage: StorageConfig) -> CoordinatorSettings:
+    """The coordinator's sizes from the cluster's storage settings: an object
+    travels inline up to the store's inline limit (never above a part, as
+    the store keeps it), and is cut into the store's part size."""
+    return CoordinatorSettings(
+        inline_max_bytes=min(storage.inline_max_bytes, storage.part_size_bytes),
+        part_size=storage.part_size_bytes,
+        max_object_bytes=storage.max_object_bytes)
 
 
 async def _no_refresh() -> None:

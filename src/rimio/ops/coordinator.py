@@ -23,7 +23,7 @@ from rimio.core.head import Head
 from rimio.core.quorum import SlotPlan
 from rimio.core.replica import Replica
 from rimio.core.writes import MUST_EXIST, Precondition
-from rimio.ops.coordination import Coordination, CoordinatorSettings
+from rimio.ops.coordination import Coordination, CoordinatorSettings, settings_for
 from rimio.ops.liveness import Liveness
 from rimio.ops.quorum_list import gather_listings
 from rimio.ops.quorum_read import CoordinatedObject, find_winner, read_coordinated, read_whole
@@ -31,7 +31,7 @@ from rimio.ops.quorum_write import Body, WriteRequest, coordinated_write
 from rimio.ops.read_repair import ReadRepair
 from rimio.ops.results import WriteOutcome
 
-__all__ = ["CoordinatedObject", "Coordinator", "CoordinatorSettings"]
+__all__ = ["CoordinatedObject", "Coordinator", "CoordinatorSettings", "settings_for"]
 
 
 class Coordinator:
