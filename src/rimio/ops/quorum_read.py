@@ -5,7 +5,8 @@ order once a read quorum answered (or the best head found, marked
 `degraded`, when fewer did) and names the replicas that hold it, this node
 first. `read_coordinated` streams a byte range of the winner part by part,
 falling back to the next holder for a part a replica lacks or cannot serve
-before its first byte. Replicas seen behind the winner are handed to read
+(missing, unreachable, a corrupt or unreadable part file) before its first
+byte. Replicas seen behind the winner are handed to read
 repair.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from rimio.core.errors import QuorumLost
+from rimio.core.errors import DiskError, QuorumLost, StorageCorrupt
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
 from rimio.core.replica import PartMissing, ReplicaUnavailable
@@ -68,7 +69,7 @@ async def read_coordinated(ctx: Coordination, obj: CoordinatedObject, start: int
                     yield chunk
                 served = True
                 break
-            except (PartMissing, ReplicaUnavailable) as exc:
+            except (PartMissing, ReplicaUnavailable, StorageCorrupt, DiskError) as exc:
                 if sent_any:
                     raise  # bytes of this part went out already: the response breaks
                 log.info("part %d of %s from %s: %s; trying the next holder",
