@@ -9,6 +9,7 @@ from coordinator_harness import PART, Harness, get, put, slot_of
 
 from rimio.core.errors import Gone, NotFound, QuorumLost
 from rimio.core.listing import merge_listings
+from rimio.core.quorum import SlotPlan
 from rimio.ops.read_repair import repair_replica
 
 BIG = bytes(range(256)) * 2  # 512 bytes: 32 parts of 16
@@ -158,3 +159,41 @@ async def test_list_merges_replicas_and_answers_with_a_minority_down(
     h.kill("n2", known=False)
     with pytest.raises(QuorumLost):
         await coord.gather_listings("ls/", None, 100)
+
+
+async def test_a_slow_replica_is_not_waited_for_beyond_the_quorum(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness()
+    coord = h.coordinator()
+    await nursery.start(coord.run)
+    await put(coord, "slow/x", BIG)
+    h.replicas["n2"].delay = 3.0
+    start = trio.current_time()
+    assert await get(coord, "slow/x") == BIG
+    assert trio.current_time() - start < 0.5
+    assert "read_part" not in h.replicas["n2"].calls
+
+
+async def test_a_moving_slot_writes_to_targets_and_holders_and_reads_holders(
+        nursery: trio.Nursery) -> None:
+    h = Harness(nodes=4)
+
+    def moving(slot: int) -> SlotPlan:
+        # n3 joins as a target; n2 still holds the slot until n3 confirmed its copy
+        return SlotPlan(slot, ("n0", "n1", "n3"), ("n0", "n1", "n2"), 2, 1)
+
+    h.plan_for = moving  # type: ignore[method-assign]
+    coord = h.coordinator()
+    await nursery.start(coord.run)
+    result = await put(coord, "mv/x", BIG)
+    assert result["committed_replicas"] == 4
+    assert all(r.content_of("mv/x") == BIG for r in h.replicas.values())
+    h.kill("n0")
+    assert (await put(coord, "mv/x", b"two"))["committed_replicas"] == 3
+    h.kill("n3")  # the targets are down to n1: no write quorum of targets
+    with pytest.raises(QuorumLost):
+        await put(coord, "mv/x", b"three")
+    h.revive("n3")
+    h.replicas["n3"].calls.clear()
+    assert await get(coord, "mv/x") == b"two"
+    assert "get_head" not in h.replicas["n3"].calls  # not a holder yet: not read
