@@ -2,10 +2,12 @@
 the winner by a read quorum, ranges, part fallback, degraded reads, read
 repair, and listings while a minority is down."""
 
+import dataclasses
+
 import pytest
 import trio
 import trio.testing
-from coordinator_harness import PART, Harness, get, put, slot_of
+from coordinator_harness import PART, SETTINGS, Harness, get, put, slot_of
 
 from rimio.core.errors import Gone, NotFound, QuorumLost
 from rimio.core.listing import merge_listings
@@ -197,3 +199,26 @@ async def test_a_moving_slot_writes_to_targets_and_holders_and_reads_holders(
     h.replicas["n3"].calls.clear()
     assert await get(coord, "mv/x") == b"two"
     assert "get_head" not in h.replicas["n3"].calls  # not a holder yet: not read
+
+
+async def test_read_repair_is_bounded_by_its_backlog(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness(settings=dataclasses.replace(SETTINGS, repair_backlog=2, repair_concurrency=1))
+    coord = h.coordinator()
+    await nursery.start(coord.run)
+    h.kill("n2")
+    for i in range(5):
+        await put(coord, f"bl/{i}", BIG[:40])
+    h.revive("n2")
+    h.replicas["n2"].delay = 0.01  # repairs take a while: the backlog fills
+    for i in range(5):
+        await get(coord, f"bl/{i}")
+    stats = coord.stats()["read_repair"]
+    assert stats["skipped"] == 3
+    await trio.sleep(1)
+    assert coord.stats()["read_repair"]["repaired"] == 2
+    h.replicas["n2"].delay = 0.0
+    for i in range(5):  # the next reads find the rest behind again
+        await get(coord, f"bl/{i}")
+    await trio.testing.wait_all_tasks_blocked()
+    assert all(h.replicas["n2"].content_of(f"bl/{i}") == BIG[:40] for i in range(5))
