@@ -44,11 +44,14 @@ from rimio.cluster.layout import (
 from rimio.cluster.layout_client import LayoutClient
 from rimio.cluster.membership import MembershipService
 from rimio.cluster.peers import PeerClient
+from rimio.cluster.replicas import HttpReplica
 from rimio.config import Address, NodeConfig, load_keyring
 from rimio.core.frames import FrameError
+from rimio.core.replica import Replica, ReplicaUnavailable
 from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
+from rimio.ops.coordinator import Coordinator, settings_for
 from rimio.ops.objects import ObjectService
 from rimio.ops.replica_service import ReplicaService
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
@@ -170,10 +173,11 @@ class Node:
             layout_client = LayoutClient(self.keyring)
             stack.push_async_callback(layout_client.aclose)
             layout = await self._build_layout(membership, layout_client)
-            objects = ObjectService(self.config, self.store, peers=peers, liveness=membership,
-                                    placement=layout)
             storage = self.config.cluster.storage
             self.replica = LocalReplica(self.store, self.node_id)
+            coordinator = self._build_coordinator(layout, membership, peers, self.replica)
+            objects = ObjectService(self.config, self.store, peers=peers, liveness=membership,
+                                    placement=layout, coordinator=coordinator)
             replicas = ReplicaService(self.replica, max_object_bytes=storage.max_object_bytes,
                                       inline_max_bytes=self.store.inline_max_bytes,
                                       layout_version_check=layout.check_version)
@@ -198,7 +202,7 @@ class Node:
             self._inflight = InFlight(with_access(limited, access.tokens if access else None))
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(self._serve, self._inflight, self._hypercorn_config(listener))
-            await nursery.start(self._run_background, membership, layout)
+            await nursery.start(self._run_background, membership, layout, coordinator)
         except BaseException as exc:
             self._shutdown.set()
             self._background.cancel()
@@ -344,15 +348,34 @@ class Node:
             await serve(app, hconfig, shutdown_trigger=self._shutdown.wait,  # type: ignore[arg-type]
                         task_status=task_status)
 
-    async def _run_background(self, membership: MembershipService, layout: LayoutService, *,
+    def _build_coordinator(self, layout: LayoutService, membership: MembershipService,
+                           peers: PeerClient, local: LocalReplica) -> Coordinator:
+        def replica_for(node_id: str) -> Replica:
+            if node_id == self.node_id:
+                return local
+            address = layout.address_of(node_id)
+            if address is None:
+                raise ReplicaUnavailable(f"no address known for {node_id}")
+            return HttpReplica(node_id, address, peers)
+
+        cluster = self.config.cluster
+        return Coordinator(self.node_id, plan_for=layout.plan, replica_for=replica_for,
+                           liveness=membership, settings=settings_for(cluster.storage),
+                           total_slots=cluster.replication.total_slots,
+                           refresh_layout=layout.refresh)
+
+    async def _run_background(self, membership: MembershipService, layout: LayoutService,
+                              coordinator: Coordinator, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                               ) -> None:
-        """Membership, the layout exchange, slot-cache eviction and GC, under
+        """Membership, the layout exchange, the coordinator's background work
+        (read repair), slot-cache eviction and GC, under
         one cancel scope that `__aexit__` cancels."""
         with self._background:
             async with trio.open_nursery() as background:
                 await background.start(membership.run)
                 await background.start(layout.run)
+                await background.start(coordinator.run)
                 await background.start(self.store.run_evictor)
                 background.start_soon(self._gc_loop)
                 task_status.started()

@@ -23,6 +23,7 @@ from rimio.api.http import (
     requested_range,
 )
 from rimio.core.errors import QuorumLost
+from rimio.ops.coordinator import CoordinatedObject
 from rimio.ops.objects import ObjectService, PutRequest, WriteOutcome
 
 # Objects up to this size are read in the same worker-thread call as their head.
@@ -118,6 +119,9 @@ class BlobApp:
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
+        if isinstance(obj, CoordinatedObject) and obj.degraded:
+            # Fewer replicas than a read quorum answered: the newest write may be missing.
+            headers["X-Rimio-Read-Quorum"] = "degraded"
         if byte_range is None:
             start, end, status = 0, head.size_bytes - 1, 200
         else:

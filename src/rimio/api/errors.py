@@ -23,6 +23,7 @@ from rimio.core.errors import (
     InsufficientStorage,
     MethodNotAllowed,
     NotFound,
+    OutcomeUnknown,
     PayloadTooLarge,
     PreconditionFailed,
     QuorumLost,
@@ -59,6 +60,8 @@ STATUS: dict[type[RimioError], int] = {
     # An I/O error of this node's disk: another node (or a later try) may serve it.
     DiskError: 503,
     QuorumLost: 503,
+    # Some replicas applied the write, too few to acknowledge it: retry with the write id.
+    OutcomeUnknown: 503,
     ShuttingDown: 503,
     Busy: 503,
     ReplicaUnavailable: 503,

@@ -42,8 +42,9 @@ _WHY = {
     412: "The object does not match If-Match / If-None-Match.",
     413: "The object is larger than the cluster's limit.",
     416: "The range selects no byte of the object.",
-    503: "The node is busy (see Retry-After), cannot reach the node holding the object, "
-         "or cannot use its disk.",
+    503: "The node is busy (see Retry-After), cannot reach enough replicas of the object "
+         "(quorum_lost), cannot tell whether a write reached enough (outcome_unknown: retry "
+         "with the same X-Rimio-Write-Id), or cannot use its disk.",
     507: "The node's disk is full.",
 }
 # What any request can be answered with, besides its route's own statuses.
@@ -103,6 +104,8 @@ _OBJECT_HEADERS = {
     "X-Rimio-Generation": _header("The object's generation.", required=True),
     "Accept-Ranges": _header("Always `bytes`."),
     "Content-Length": _header("The length of the body (or of the range)."),
+    "X-Rimio-Read-Quorum": _header("`degraded` when fewer replicas than a read quorum "
+                                   "answered: the newest write may be missing."),
 }
 _BYTES_BODY = {_BYTES: {"schema": {"type": "string", "format": "binary"}}}
 

@@ -237,6 +237,14 @@ class LayoutService:
             return False
         return True
 
+    async def refresh(self, within: float = 2.0) -> None:
+        """Exchange with every reachable member at once (what a coordinator
+        does when a replica says its layout is newer), for at most `within` s."""
+        with trio.move_on_after(within):
+            async with trio.open_nursery() as nursery:
+                for node in self._peers():
+                    nursery.start_soon(self._exchange_quietly, node)
+
     async def _exchange_quietly(self, node_id: str) -> None:
         await self.exchange_with(node_id)
 

@@ -71,6 +71,13 @@ class QuorumLost(RimioError):
     code = "quorum_lost"
 
 
+class OutcomeUnknown(RimioError):
+    """A write reached some replicas but not enough to be acknowledged: it may
+    or may not become visible. A retry with the same write id settles it."""
+
+    code = "outcome_unknown"
+
+
 class ShuttingDown(RimioError):
     code = "shutting_down"
 

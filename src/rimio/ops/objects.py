@@ -4,8 +4,10 @@ It routes a path to its slot and replica set, checks what a request may
 send (write ids, sizes, Content-Length), hands the body to the store's write
 sequence (which owns generations, replays, preconditions and crash safety),
 and decides what a client sees: the result, or the error an outcome means.
-In this version a slot's replica set must be this node alone: a slot placed
-on other nodes answers 503 until replication between nodes lands (Phase 2).
+A slot held by this node alone (R = 1) is served straight from the store,
+with no coordination on the way. Every other slot goes to the `Coordinator`
+(`ops/coordinator`, RFC 0011 §7) when the node has one; without one, a slot
+held by one other node is forwarded there and a replicated slot answers 503.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,19 +28,29 @@ from rimio.core.head import Head
 from rimio.core.layout import Role
 from rimio.core.listing import merge_listings
 from rimio.core.paths import normalize_path
+from rimio.core.quorum import SlotPlan
 from rimio.core.slots import slot_for_path
 from rimio.core.writes import MUST_EXIST, CommitOutcome, Precondition, WriteReport
 from rimio.errors import (
     BadRequest,
-    Conflict,
     Gone,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     QuorumLost,
 )
+from rimio.ops.coordinator import CoordinatedObject, Coordinator
 from rimio.ops.cursor import decode_cursor, encode_cursor
 from rimio.ops.liveness import EveryoneReachable, Liveness
+from rimio.ops.results import (
+    OPERATION,
+    WriteOutcome,
+    client_view,
+    delete_result,
+    operation_of,
+    put_result,
+    replayed,
+)
 from rimio.storage.store import LocalStore, StoredObject
 from rimio.storage.writes import TOMBSTONE, Content
 
@@ -70,25 +82,10 @@ class PutRequest:
     precondition: Precondition | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    result: dict[str, Any]
-    replay: bool
-
-
-# The key of a recorded write result that names its operation ("put" or
-# "delete"): a write id is bound to the operation that first used it. It is
-# kept with the result in storage and never shown to the client.
-OPERATION = "operation"
-
-
-def operation_of(result: dict[str, Any]) -> str:
-    """The operation a recorded write result answered (results recorded
-    before operations were, are told apart by their shape)."""
-    recorded = result.get(OPERATION)
-    if isinstance(recorded, str):
-        return recorded
-    return "delete" if result.get("deleted") else "put"
+# An object a read found: on this node's store, or by a coordinated read.
+ReadableObject = StoredObject | CoordinatedObject
+__all__ = ["OPERATION", "ObjectService", "PutRequest", "ReadableObject", "WriteOutcome",
+           "operation_of"]
 
 
 def validate_write_id(write_id: str | None) -> str | None:
@@ -103,13 +100,14 @@ class ObjectService:
     def __init__(
         self, config: NodeConfig, store: LocalStore, wall_clock: Callable[[], float] = time.time,
         *, peers: PeerClient | None = None, liveness: Liveness | None = None,
-        placement: Placement | None = None,
+        coordinator: Coordinator | None = None, placement: Placement | None = None,
     ) -> None:
         """`peers` reaches other nodes (forwarding, listings); without it only
         this node's slots are served. `liveness` says which nodes are worth
-        trying; without it, all are. `placement` is the shared layout (the
-        node's `LayoutService`); without it, the founding layout of the
-        configuration, fixed."""
+        trying; without it, all are. `coordinator` serves every slot that is
+        not this node's alone. `placement` is the shared layout (the node's
+        `LayoutService`); without it, the founding layout of the configuration,
+        fixed."""
         self._config = config
         self._store = store
         self._wall_clock = wall_clock
@@ -118,6 +116,7 @@ class ObjectService:
                                       else StaticPlacement(founding_layout(config.cluster)))
         self._liveness: Liveness = liveness if liveness is not None else EveryoneReachable()
         self.peers = peers
+        self.coordinator = coordinator
 
     # -- routing ----------------------------------------------------------------
 
@@ -125,10 +124,13 @@ class ObjectService:
         path = normalize_path(raw_path)
         layout = self._placement.current
         slot = slot_for_path(path, layout.total_slots)
-        # The layout caches each slot's targets: a blob request resolves its
-        # path twice (to route it, then to serve it) at no extra cost.
+        # The layout caches each slot's plan: a blob request resolves its path
+        # twice (to route it, then to serve it) at no extra cost.
         plan = layout.plan(slot)
         return Resolution(path, slot, plan.targets, plan.write_quorum, layout.version)
+
+    def _plan(self, slot: int) -> SlotPlan:
+        return self._placement.current.plan(slot)
 
     def _address(self, node_id: str) -> str:
         address = self._placement.address_of(node_id)
@@ -140,15 +142,16 @@ class ObjectService:
         """Where a request for `raw_path` is served: here (None) or the address
         of the replica to forward it to. Raises QuorumLost when nobody can."""
         res = self.resolve(raw_path)
+        if self.coordinator is not None:
+            return res, None  # here: from the store, or through the coordinator
         me = self._config.node_id
         if len(res.replicas) > 1:
             raise QuorumLost(
-                f"slot {res.slot_id} is placed on {', '.join(res.replicas)}; with more than one "
-                "replica per slot, writes and reads need replication between nodes, which this "
-                "version does not have yet"
+                f"slot {res.slot_id} is placed on {', '.join(res.replicas)}; this node has no "
+                "coordinator to replicate writes and reads with"
             )
         # One replica per slot: while it moves, its current holder serves it.
-        plan = self._placement.current.plan(res.slot_id)
+        plan = self._plan(res.slot_id)
         serving = plan.read_set or plan.targets
         if not serving:
             raise QuorumLost(f"slot {res.slot_id} has no node to hold it")
@@ -165,13 +168,28 @@ class ObjectService:
             raise QuorumLost(f"slot {res.slot_id} is held by another node, not this one")
         return res
 
+    def _coordinated(self, raw_path: str) -> tuple[Resolution, Coordinator | None]:
+        """Where a request is served: (res, None) from this node's store (the
+        fast path: the slot is this node's alone), or (res, coordinator)."""
+        res = self._local_slot(raw_path)
+        coordinator = self.coordinator
+        if coordinator is None:
+            return res, None
+        me = (self._config.node_id,)
+        plan = self._plan(res.slot_id)
+        if plan.write_set == me and plan.read_set == me:
+            return res, None
+        return res, coordinator
+
     # -- writes -----------------------------------------------------------------
 
     async def put(self, req: PutRequest) -> WriteOutcome:
-        res = self._local_slot(req.path)
+        res, coordinator = self._coordinated(req.path)
         write_id = validate_write_id(req.write_id)
         if req.content_length is not None and req.content_length > self.max_object_bytes:
             raise PayloadTooLarge(f"the object is larger than {self.max_object_bytes} bytes")
+        if coordinator is not None:
+            return await self._put_coordinated(coordinator, res, req, write_id)
         content: Content
         if req.content_length is not None and req.content_length <= SMALL_OBJECT:
             # Small enough to hold: the store writes it in one worker-thread call.
@@ -185,28 +203,34 @@ class ObjectService:
             raise PreconditionFailed("the object does not match the request's precondition")
         return self._answer(report, "put")
 
+    async def _put_coordinated(self, coordinator: Coordinator, res: Resolution,
+                               req: PutRequest, write_id: str | None) -> WriteOutcome:
+        content: bytes | AsyncIterator[bytes]
+        if (req.content_length is not None
+                and req.content_length <= coordinator.settings.inline_max_bytes):
+            # Small enough to travel inline in the head's apply.
+            content = await self._whole_body(req.body, req.content_length)
+        else:
+            content = self._batches(req.body, req.content_length)
+        return await coordinator.put(res.slot_id, res.path, content, write_id=write_id,
+                                     precondition=req.precondition)
+
     @staticmethod
     def _put_result(head: Head) -> dict[str, Any]:
-        return {"path": head.path, "slot_id": head.slot_id, "generation": head.generation,
-                "etag": head.etag, "size_bytes": head.size_bytes, "committed_replicas": 1,
-                OPERATION: "put"}
+        return put_result(head)
 
     @staticmethod
     def _delete_result(head: Head) -> dict[str, Any]:
-        return {"path": head.path, "slot_id": head.slot_id, "generation": head.generation,
-                "deleted": True, "committed_replicas": 1, OPERATION: "delete"}
+        return delete_result(head)
 
     @staticmethod
     def _answer(report: WriteReport, operation: str) -> WriteOutcome:
         assert report.result is not None
-        replay = report.outcome is CommitOutcome.REPLAY
-        if replay and operation_of(report.result) != operation:
-            raise Conflict(f"this X-Rimio-Write-Id was used by a {operation_of(report.result)} "
-                           f"of this path; a {operation} needs a new one")
-        result = {k: v for k, v in report.result.items() if k != OPERATION}
+        if report.outcome is CommitOutcome.REPLAY:
+            return replayed(report.result, operation)
         # SUPERSEDED: a concurrent write with a higher generation won; ours is
         # acknowledged as written and already overwritten, like any older write.
-        return WriteOutcome(result, replay=replay)
+        return WriteOutcome(client_view(report.result), replay=False)
 
     @staticmethod
     async def _whole_body(body: AsyncIterator[bytes], content_length: int) -> bytes:
@@ -241,8 +265,10 @@ class ObjectService:
             yield bytes(batch)
 
     async def delete(self, raw_path: str, write_id: str | None = None) -> WriteOutcome:
-        res = self._local_slot(raw_path)
+        res, coordinator = self._coordinated(raw_path)
         write_id = validate_write_id(write_id)
+        if coordinator is not None:
+            return await coordinator.delete(res.slot_id, res.path, write_id)
         report = await self._store.write(
             res.slot_id, res.path, TOMBSTONE, write_id=write_id or "", clock=self._wall_clock,
             precondition=MUST_EXIST, result_for=self._delete_result)
@@ -250,18 +276,18 @@ class ObjectService:
             if report.current is None:
                 raise NotFound(f"{res.path} does not exist")
             # Already deleted: the same answer as the delete that did it.
-            result = self._delete_result(report.current)
-            del result[OPERATION]
-            return WriteOutcome(result, replay=False)
+            return WriteOutcome(client_view(self._delete_result(report.current)), replay=False)
         return self._answer(report, "delete")
 
     # -- reads ------------------------------------------------------------------
 
     async def open_read(self, raw_path: str,
-                        inline_up_to: int = -1) -> tuple[StoredObject, bytes | None]:
+                        inline_up_to: int = -1) -> tuple[ReadableObject, bytes | None]:
         """The current object at `path` (404 if never written, 410 if deleted)
         and, when it is at most `inline_up_to` bytes, its content."""
-        res = self._local_slot(raw_path)
+        res, coordinator = self._coordinated(raw_path)
+        if coordinator is not None:
+            return await coordinator.open_read(res.slot_id, res.path, inline_up_to)
         obj, data = await self._store.read_small(res.slot_id, res.path, inline_up_to)
         if obj is None:
             raise NotFound(f"{res.path} does not exist")
@@ -269,11 +295,17 @@ class ObjectService:
             raise Gone(f"{res.path} was deleted")
         return obj, data
 
-    def read(self, obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
+    def read(self, obj: ReadableObject, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes `[start, end]` (inclusive) of an object `open_read` found."""
+        if isinstance(obj, CoordinatedObject):
+            assert self.coordinator is not None
+            return self.coordinator.read(obj, start, end)
         return self._store.read_object(obj, start, end)
 
-    async def check_readable(self, obj: StoredObject) -> None:
-        await self._store.check_parts_present(obj)
+    async def check_readable(self, obj: ReadableObject) -> None:
+        # A coordinated read falls back to another holder for a missing part.
+        if isinstance(obj, StoredObject):
+            await self._store.check_parts_present(obj)
 
     def storage_stats(self) -> dict[str, Any]:
         """Counters of this node's storage engine, for diagnostics and benchmarks."""
@@ -299,6 +331,23 @@ class ObjectService:
             raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}")
         after = decode_cursor(cursor) if cursor else None
         fetch = limit + 1
+        sources: Sequence[Sequence[Head]]
+        if self.coordinator is not None:
+            sources = await self.coordinator.gather_listings(prefix, after, fetch)
+        else:
+            sources = await self._node_listings(prefix, after, fetch)
+        page = merge_listings(sources, fetch, limit, include_deleted)
+        items = [
+            {"path": h.path, "generation": h.generation, "etag": h.etag or None,
+             "size_bytes": h.size_bytes, "deleted": h.deleted, "updated_at": h.timestamp}
+            for h in page.heads
+        ]
+        next_cursor = encode_cursor(page.next_after) if page.next_after is not None else None
+        return {"items": items, "next_cursor": next_cursor}
+
+    async def _node_listings(self, prefix: str, after: str | None,
+                             fetch: int) -> Sequence[Sequence[Head]]:
+        """Every member's heads (without a coordinator: each slot on one node)."""
         me = self._config.node_id
         layout = self._placement.current
         others = [n for n, m in sorted(layout.members.items())
@@ -320,11 +369,4 @@ class ObjectService:
             nursery.start_soon(local)
             for i, node_id in enumerate(others, start=1):
                 nursery.start_soon(remote, i, node_id)
-        page = merge_listings(sources, fetch, limit, include_deleted)
-        items = [
-            {"path": h.path, "generation": h.generation, "etag": h.etag or None,
-             "size_bytes": h.size_bytes, "deleted": h.deleted, "updated_at": h.timestamp}
-            for h in page.heads
-        ]
-        next_cursor = encode_cursor(page.next_after) if page.next_after is not None else None
-        return {"items": items, "next_cursor": next_cursor}
+        return sources

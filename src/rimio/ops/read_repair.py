@@ -1,0 +1,113 @@
+"""Read repair: replicas a read found behind the winner get its content and head.
+
+Off the client's path: a repair runs in the coordinator's background nursery
+(`Coordination.spawn`), at most `repair_concurrency` at once and at most
+`repair_backlog` waiting (beyond that a repair is skipped: the next read, or
+anti-entropy, finds the replica behind again). The winner's bytes are read
+from the replicas that hold it, part by part with fallback, checked against
+the head's etag before the head is applied, and applied through the same
+`put_part` + `apply_head` a write uses, so a repair is idempotent and never
+makes a replica go backwards (the replica applies a head only if it wins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import trio
+
+from rimio.core.replica import PartInfo
+from rimio.ops.coordination import Coordination, log
+from rimio.ops.quorum_read import CoordinatedObject, read_coordinated
+
+
+class RepairFailed(Exception):
+    """The winner's bytes as read do not match its head."""
+
+
+class ReadRepair:
+    def __init__(self, ctx: Coordination) -> None:
+        self._ctx = ctx
+        self._running = trio.Semaphore(max(1, ctx.settings.repair_concurrency))
+        self._pending: set[tuple[str, str, str]] = set()  # (node, path, head sha)
+        self.repaired = 0
+        self.failed = 0
+        self.skipped = 0
+
+    def schedule(self, obj: CoordinatedObject) -> None:
+        """Repair every replica `obj` found behind its winner, in the background."""
+        if not obj.holders:
+            return
+        for node in obj.behind:
+            key = (node, obj.head.path, obj.head.sha256)
+            if key in self._pending:
+                continue
+            if len(self._pending) >= self._ctx.settings.repair_backlog:
+                self.skipped += 1
+                continue
+            self._pending.add(key)
+            if not self._ctx.spawn(self._task(key, node, obj)):
+                self._pending.discard(key)
+                self.skipped += 1
+
+    def _task(self, key: tuple[str, str, str], node: str,
+              obj: CoordinatedObject) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                async with self._running:
+                    await repair_replica(self._ctx, node, obj)
+                self.repaired += 1
+            except Exception as exc:
+                self.failed += 1
+                log.info("read repair of %s on %s failed: %s", obj.head.path, node, exc)
+            finally:
+                self._pending.discard(key)
+        return run
+
+
+async def repair_replica(ctx: Coordination, node: str, obj: CoordinatedObject) -> None:
+    """Bring `node` up to `obj.head`, reading its bytes from `obj.holders`."""
+    head = obj.head
+    plan = ctx.plan_for(head.slot_id)
+    target = ctx.replica_for(node)
+    if head.deleted:
+        await target.apply_head(head, (), None, None, plan.layout_version)
+        return
+    whole = hashlib.sha256()
+    if head.size_bytes <= ctx.settings.inline_max_bytes:
+        data = b""
+        if head.size_bytes:
+            data = b"".join([c async for c in _hashed(
+                read_coordinated(ctx, obj, 0, head.size_bytes - 1), whole)])
+        _check(whole, head.etag, head.path)
+        await target.apply_head(head, (), data, None, plan.layout_version)
+        return
+    parts: list[PartInfo] = []
+    try:
+        for index in range(head.part_count):
+            start = index * head.part_size
+            end = min(start + head.part_size, head.size_bytes) - 1
+            chunks = _hashed(read_coordinated(ctx, obj, start, end), whole)
+            parts.append(await target.put_part(head.slot_id, head.path, head.generation,
+                                               index, chunks))
+        _check(whole, head.etag, head.path)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(ctx.settings.cleanup_timeout):
+            try:
+                await target.abort(head.slot_id, head.path, head.generation)
+            except Exception as exc:
+                log.info("abort of a repair of %s on %s failed: %s", head.path, node, exc)
+        raise
+    await target.apply_head(head, parts, None, None, plan.layout_version)
+
+
+async def _hashed(chunks: AsyncIterator[bytes], whole: hashlib._Hash) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        whole.update(chunk)
+        yield chunk
+
+
+def _check(whole: hashlib._Hash, etag: str, path: str) -> None:
+    if whole.hexdigest() != etag:
+        raise RepairFailed(f"the bytes read for {path} do not match its etag")
