@@ -180,7 +180,8 @@ class Node:
                                     placement=layout, coordinator=coordinator)
             replicas = ReplicaService(self.replica, max_object_bytes=storage.max_object_bytes,
                                       inline_max_bytes=self.store.inline_max_bytes,
-                                      layout_version_check=layout.check_version)
+                                      # looked up per request, so a test can stand in for the layout
+                                      layout_version_check=lambda v: layout.check_version(v))
             view = NodeView(
                 node_id=self.node_id,
                 cluster=self.config.cluster,

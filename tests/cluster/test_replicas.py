@@ -26,6 +26,8 @@ from rimio.core.slots import slot_for_path
 from rimio.node import Node
 from rimio.testing import LocalCluster, free_port
 
+# Higher than any layout version these small clusters reach: requests are never stale.
+LATEST = 1_000_000
 PART = 64 * 1024
 SLOTS = 2048  # the default
 
@@ -77,12 +79,12 @@ async def test_the_whole_protocol_against_a_real_node(tmp_path: Path) -> None:
             assert [p.sha256 for p in parts] == [
                 hashlib.sha256(data[i:i + PART]).hexdigest() for i in range(0, len(data), PART)]
             assert (await remote.get_head(head.slot_id, head.path)).head is None
-            answer = await remote.apply_head(head, parts, None, {"generation": 3, "x": None}, 1)
+            answer = await remote.apply_head(head, parts, None, {"generation": 3, "x": None}, LATEST)
             assert answer.applied and answer.current == head
             got = await remote.get_head(head.slot_id, head.path, "w")
             assert got.head == head and got.write_result == {"generation": 3, "x": None}
             # the same head again: applied, nothing changes
-            assert (await remote.apply_head(head, parts, None, None, 1)).applied
+            assert (await remote.apply_head(head, parts, None, None, LATEST)).applied
             # ranges of parts, streamed back
             assert await _read(remote, head, 0, 0, PART) == data[:PART]
             assert await _read(remote, head, 3, 100, 123) == data[3 * PART + 100:]
@@ -93,24 +95,24 @@ async def test_the_whole_protocol_against_a_real_node(tmp_path: Path) -> None:
             assert r.status_code == 200 and r.content == data
             # a lower generation loses; a tombstone at a higher one wins
             low = _head(b"tiny", 2, head.path)
-            answer = await remote.apply_head(low, [], b"tiny", None, 1)
+            answer = await remote.apply_head(low, [], b"tiny", None, LATEST)
             assert not answer.applied and answer.current == head
             tomb = Head(kind="tombstone", path=head.path, slot_id=head.slot_id, generation=4,
                         write_id="d", timestamp=3.0)
-            assert (await remote.apply_head(tomb, [], None, None, 1)).applied
+            assert (await remote.apply_head(tomb, [], None, None, LATEST)).applied
             listed = await remote.list_heads(head.slot_id, "", None, 10)
             assert listed == [tomb]
             assert tomb in await remote.list_heads(None, "ünï/", None, 10)
             # inline objects travel in the offer
             small = _head(b"hello", 5, head.path)
-            assert (await remote.apply_head(small, [], b"hello", None, 1)).applied
+            assert (await remote.apply_head(small, [], b"hello", None, LATEST)).applied
             assert await _read(remote, small, 0, 1, 4) == b"ell"
             # an abort removes the uploads of a generation that will not commit
             await _upload(remote, _head(data, 9, head.path), data)
             await remote.abort(head.slot_id, head.path, 9)
             assert target.store.recovered_writes == 0
             with pytest.raises(PartMissing):
-                await remote.apply_head(_head(data, 9, head.path), parts, None, None, 1)
+                await remote.apply_head(_head(data, 9, head.path), parts, None, None, LATEST)
         finally:
             await client.aclose()
 
@@ -127,16 +129,19 @@ async def test_errors_are_named_for_the_coordinator(tmp_path: Path) -> None:
                 await _read(remote, head, 0, 0, 10)
             with pytest.raises(PartMissing):
                 await remote.apply_head(head, [PartInfo(0, "a" * 64, PART),
-                                               PartInfo(1, "b" * 64, 1)], None, None, 1)
-            target.layout_version_check = lambda v: 7 if v < 7 else None
+                                               PartInfo(1, "b" * 64, 1)], None, None, LATEST)
+            assert target.layout is not None
+            # the replica's layout moves on: requests under older versions are stale
+            target.layout.check_version = (  # type: ignore[method-assign]
+                lambda v: LATEST + 1 if v <= LATEST else None)
             with pytest.raises(StaleLayout) as stale:
-                await remote.apply_head(head, [], None, None, 6)
-            assert stale.value.replica_version == 7
-            answer = await remote.apply_head(_head(b"ok", 1), [], b"ok", None, 7)
+                await remote.apply_head(head, [], None, None, LATEST)
+            assert stale.value.replica_version == LATEST + 1
+            answer = await remote.apply_head(_head(b"ok", 1), [], b"ok", None, LATEST + 1)
             assert answer.applied
             # a request the replica refuses (a bad offer) is not the caller's fault to retry
             with pytest.raises(ReplicaUnavailable, match="400"):
-                await remote.apply_head(_head(b"ok", 2), [], b"not ok", None, 7)
+                await remote.apply_head(_head(b"ok", 2), [], b"not ok", None, LATEST + 1)
             nobody = HttpReplica("node-9", f"127.0.0.1:{free_port()}", client)
             with pytest.raises(ReplicaUnavailable, match="unreachable"):
                 await nobody.get_head(head.slot_id, head.path)
@@ -159,7 +164,7 @@ async def test_requests_without_the_key_are_refused_and_change_nothing(tmp_path:
             with pytest.raises(ReplicaUnavailable, match="401"):
                 await remote.put_part(head.slot_id, head.path, 1, 0, _chunks(data))
             with pytest.raises(ReplicaUnavailable, match="401"):
-                await remote.apply_head(head, [], data, None, 1)
+                await remote.apply_head(head, [], data, None, LATEST)
             with pytest.raises(ReplicaUnavailable, match="401"):
                 await remote.get_head(head.slot_id, head.path)
             assert not list((tmp_path / "node-2").rglob("part.*"))
@@ -196,16 +201,16 @@ async def test_every_bad_input_is_a_clear_4xx(tmp_path: Path) -> None:
             ("PUT", f"{base}/parts?{urlencode({**good, 'index': '-1'})}", b"x", None, 400),
             ("PUT", f"{base}/parts?{urlencode(good)}", b"x" * (PART + 1), None, 413),
             ("PUT", f"{base}/parts?{urlencode(good)}", b"", None, 400),
-            ("POST", f"{base}/heads", b"\xc1garbage", {"X-Rimio-Layout-Version": "1"}, 400),
-            ("POST", f"{base}/heads", msgpack.packb({"head": 1}), {"X-Rimio-Layout-Version": "1"},
+            ("POST", f"{base}/heads", b"\xc1garbage", {"X-Rimio-Layout-Version": str(LATEST)}, 400),
+            ("POST", f"{base}/heads", msgpack.packb({"head": 1}), {"X-Rimio-Layout-Version": str(LATEST)},
              400),
             ("POST", f"{base}/heads", encode_offer(Offer(_head(b"z", 1, path), (), b"z")), None,
              400),
             ("POST", f"{base}/heads", encode_offer(Offer(_head(b"z", 1, path), (), b"z")),
              {"X-Rimio-Layout-Version": "1.5"}, 400),
             ("POST", f"{base}/heads", encode_offer(Offer(_head(b"z", 1, "other"), (), b"z")),
-             {"X-Rimio-Layout-Version": "1"}, 400),
-            ("POST", f"{base}/heads", b"\x00" * (9 << 20), {"X-Rimio-Layout-Version": "1"},
+             {"X-Rimio-Layout-Version": str(LATEST)}, 400),
+            ("POST", f"{base}/heads", b"\x00" * (9 << 20), {"X-Rimio-Layout-Version": str(LATEST)},
              413),
             ("DELETE", f"{base}/parts?path={path}", b"", None, 400),
             ("GET", f"{base}/parts/0?path={path}&generation=1&head=zz", b"", None, 400),
@@ -227,7 +232,7 @@ async def test_every_bad_input_is_a_clear_4xx(tmp_path: Path) -> None:
                       time.time(), destination="node-2")
         async with httpx.AsyncClient() as http:
             r = await http.post(f"{target.url}{base}/heads", content=b"x",
-                                headers={**signed, "X-Rimio-Layout-Version": "1"})
+                                headers={**signed, "X-Rimio-Layout-Version": str(LATEST)})
         assert r.status_code == 401
         assert not list((tmp_path / "node-2").rglob("part.*"))
 
@@ -247,7 +252,7 @@ async def test_a_node_on_port_zero_serves_the_replica_routes(tmp_path: Path) -> 
                         part_size=config.cluster.storage.part_size_bytes, part_count=1,
                         timestamp=1.0)
             part = await remote.put_part(head.slot_id, "p", 1, 0, _chunks(data))
-            assert (await remote.apply_head(head, [part], None, None, 1)).applied
+            assert (await remote.apply_head(head, [part], None, None, LATEST)).applied
             async with httpx.AsyncClient() as http:
                 r = await http.get(f"{node.url}/api/v1/blobs/p")
             assert r.status_code == 200 and r.content == data

@@ -122,14 +122,19 @@ class ObjectService:
 
     def resolve(self, raw_path: str) -> Resolution:
         path = normalize_path(raw_path)
-        layout = self._placement.current
-        slot = slot_for_path(path, layout.total_slots)
-        # The layout caches each slot's plan: a blob request resolves its path
-        # twice (to route it, then to serve it) at no extra cost.
-        plan = layout.plan(slot)
-        return Resolution(path, slot, plan.targets, plan.write_quorum, layout.version)
+        total_slots = (self.coordinator.ctx.total_slots if self.coordinator is not None
+                       else self._placement.current.total_slots)
+        slot = slot_for_path(path, total_slots)
+        plan = self._plan(slot)
+        return Resolution(path, slot, plan.targets, plan.write_quorum, plan.layout_version)
 
     def _plan(self, slot: int) -> SlotPlan:
+        # The layout caches each slot's plan: a blob request resolves its path
+        # twice (to route it, then to serve it) at no extra cost. With a
+        # coordinator, its plans are the ones that count (the node gives it
+        # the same layout).
+        if self.coordinator is not None:
+            return self.coordinator.plan(slot)
         return self._placement.current.plan(slot)
 
     def _address(self, node_id: str) -> str:

@@ -37,20 +37,26 @@ async def gather_listings(ctx: Coordination, prefix: str, after: str | None,
         raise QuorumLost(f"listing needs {short.read_quorum} of {', '.join(short.read_set)} "
                          f"(slot {short.slot}); too many are down")
     sources: dict[str, list[Head]] = {}
+    failures: dict[str, str] = {}
 
     async def ask(node: str) -> None:
         try:
             with trio.move_on_after(ctx.settings.head_timeout):
                 sources[node] = await ctx.replica_for(node).list_heads(None, prefix, after,
                                                                        fetch)
+                return
+            failures[node] = "timed out"
         except Exception as exc:
             log.info("listing from %s failed: %s", node, exc)
+            failures[node] = str(exc)
 
     async with trio.open_nursery() as nursery:
         for node in sorted(reachable):
             nursery.start_soon(ask, node)
     short = _short_slot(plans, set(sources))
     if short is not None:
+        why = "; ".join(f"{n}: {failures[n]}" for n in short.read_set if n in failures)
         raise QuorumLost(f"listing: too few of {', '.join(short.read_set)} answered "
-                         f"(slot {short.slot} needs {short.read_quorum})")
+                         f"(slot {short.slot} needs {short.read_quorum})"
+                         + (f" — {why}" if why else ""))
     return [sources[n] for n in sorted(sources)]
