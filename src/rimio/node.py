@@ -170,7 +170,7 @@ class Node:
             peers = PeerClient(self.keyring, max_connections=server.forward_pool_connections,
                                pool_timeout=server.forward_pool_timeout_seconds)
             stack.push_async_callback(peers.aclose)
-            layout_client = LayoutClient(self.keyring)
+            layout_client = LayoutClient(self.keyring, source=self.node_id)
             stack.push_async_callback(layout_client.aclose)
             layout = await self._build_layout(membership, layout_client)
             storage = self.config.cluster.storage

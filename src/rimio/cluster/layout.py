@@ -217,7 +217,10 @@ class LayoutService:
             return
         for node in self._peers():
             if node != skip:
-                self._nursery.start_soon(self._exchange_quietly, node)
+                try:
+                    self._nursery.start_soon(self._exchange_quietly, node)
+                except RuntimeError:  # the service is stopping; the layout is persisted
+                    return
 
     async def exchange_with(self, node_id: str) -> bool:
         """Send ours to `node_id` and merge its answer; False if it did not answer."""
@@ -279,12 +282,15 @@ class LayoutService:
                   ) -> None:
         """Push once, then exchange with one random reachable member every
         `interval` seconds, until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._push(None)
-            task_status.started()
-            while True:
-                await trio.sleep(self.interval * (0.5 + self._rng.random()))
-                peers = self._peers()
-                if peers:
-                    await self.exchange_with(self._rng.choice(peers))
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._push(None)
+                task_status.started()
+                while True:
+                    await trio.sleep(self.interval * (0.5 + self._rng.random()))
+                    peers = self._peers()
+                    if peers:
+                        await self.exchange_with(self._rng.choice(peers))
+        finally:
+            self._nursery = None  # stopping: a merge answered now is not pushed on

@@ -8,6 +8,8 @@ wrong (unreachable, refused, timed out) is one `LayoutExchangeError`.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import httpx
 
 from rimio.core.keyring import KeyRing
@@ -21,17 +23,21 @@ class LayoutExchangeError(Exception):
 
 
 class LayoutClient:
-    def __init__(self, keyring: KeyRing | None, *, timeout: float = 5.0) -> None:
+    def __init__(self, keyring: KeyRing | None, *, source: str = "",
+                 timeout: float = 5.0) -> None:
+        """`source` (this node's id) goes along as `?from=`, so the receiver
+        does not push the news it learns back to us."""
         self._keyring = keyring
+        self._target = f"{LAYOUT_PATH}?{urlencode({'from': source})}" if source else LAYOUT_PATH
         self._client = httpx.AsyncClient(timeout=timeout,
                                          limits=httpx.Limits(max_connections=16))
 
     async def exchange(self, address: str, node_id: str, frame: bytes) -> bytes:
         """Send `frame` to node `node_id` at `address`; its merged layout frame."""
-        headers = signed_headers(self._keyring, "POST", LAYOUT_PATH, frame,
+        headers = signed_headers(self._keyring, "POST", self._target, frame,
                                  destination=node_id)
         try:
-            resp = await self._client.post(f"http://{address}{LAYOUT_PATH}", content=frame,
+            resp = await self._client.post(f"http://{address}{self._target}", content=frame,
                                            headers=headers)
         except httpx.HTTPError as exc:
             raise LayoutExchangeError(f"{node_id} at {address}: {type(exc).__name__}") from None
