@@ -36,7 +36,7 @@ from rimio.api.errors import LAYOUT_VERSION_HEADER
 from rimio.api.http import json_response, parse_count
 from rimio.core.auth import STREAMED_BODY, Verified
 from rimio.core.errors import BadRequest, PayloadTooLarge, Unauthorized
-from rimio.core.offers import is_sha256
+from rimio.core.offers import MAX_COUNT, is_sha256
 from rimio.ops.objects import MAX_LIST_LIMIT
 from rimio.ops.replica_service import ReplicaService
 
@@ -76,8 +76,8 @@ def _slot(raw: str) -> int:
 
 def _generation() -> int:
     generation = _number("generation")
-    if generation < 1:
-        raise BadRequest("'generation' is at least 1")
+    if not 1 <= generation <= MAX_COUNT:
+        raise BadRequest("'generation' is between 1 and 2^62")
     return generation
 
 
@@ -150,6 +150,8 @@ class ReplicaHandlers:
         self._layout()
         number, path, generation = _slot(slot), _path(), _generation()
         part = parse_count(index, _MAX_DIGITS, "the part index is not a number")
+        if part > MAX_COUNT:
+            raise BadRequest("the part index is out of range")
         head = request.args.get("head", "")
         if not is_sha256(head):
             raise BadRequest("'head' must be the SHA-256 of the head, in hex")

@@ -10,6 +10,7 @@ Each defect raises `BadRequest` with a message that names it.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 
@@ -20,6 +21,9 @@ from rimio.core.replica import PartInfo
 from rimio.core.slots import slot_for_path
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# Generations, part indexes and sizes above this are refused: far beyond any
+# real one, and inside SQLite's 64-bit integers whatever is added to them.
+MAX_COUNT = 1 << 62
 
 
 def is_sha256(text: str) -> bool:
@@ -46,14 +50,18 @@ def check_offer(head: Head, parts: Sequence[PartInfo], inline: bytes | None, *,
     """Raise BadRequest unless `head` with `parts` (or `inline`) is a whole,
     consistent generation of its path."""
     check_path(head.path, head.slot_id, total_slots)
-    if head.generation < 1:
-        raise BadRequest("a head's generation is at least 1")
+    if not 1 <= head.generation <= MAX_COUNT:
+        raise BadRequest("a head's generation is between 1 and 2^62")
+    if not math.isfinite(head.timestamp):
+        raise BadRequest("a head's timestamp is a finite number")
     if head.deleted:
         if parts or inline is not None:
             raise BadRequest("a tombstone carries no parts and no bytes")
         return
     if not is_sha256(head.etag):
         raise BadRequest("a head's etag is a SHA-256 in hex")
+    if max(head.size_bytes, head.part_size) > MAX_COUNT:
+        raise BadRequest("a head's sizes are at most 2^62")
     if head.size_bytes > 0 and head.part_size < 1:
         raise BadRequest("a head with bytes has a part size")
     expected = part_count_for(head.size_bytes, head.part_size)

@@ -318,6 +318,7 @@ class ObjectService:
         return {"slot_cache": dataclasses.asdict(store.slot_stats),
                 "read_cache": dataclasses.asdict(store.read_cache_stats),
                 "recovered_writes": store.recovered_writes,
+                "finished_drops": store.finished_drops,
                 "migrated_slots": store.migrated_slots}
 
     async def local_heads(self, prefix: str, after: str | None, limit: int) -> list[Head]:
