@@ -226,7 +226,7 @@ async def _decommission(args: argparse.Namespace) -> None:
         print(line, file=sys.stderr, flush=True)
 
     await decommission(args.node, args.via, keyring, token=token, interval=args.interval,
-                       timeout=args.timeout or None, report=report)
+                       give_up_after=args.timeout or None, report=report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,8 @@ from rimio.core.head import Head
 from rimio.core.replica import PartInfo, ReplicaUnavailable
 from rimio.core.slots import slot_for_path
 
+# Higher than any layout version this small cluster reaches: never stale.
+LATEST = 1_000_000
 PART = 64 * 1024
 INLINE = 1024
 SLOTS = 2048
@@ -76,7 +78,7 @@ def _head(path: str, data: bytes, generation: int) -> Head:
 async def _write(replica: HttpReplica, rng: random.Random, head: Head, data: bytes,
                  stall: threading.Event | None = None) -> bool:
     if len(data) <= INLINE:
-        return (await replica.apply_head(head, [], data, None, 1)).applied
+        return (await replica.apply_head(head, [], data, None, LATEST)).applied
     pieces = [data[i:i + PART] for i in range(0, len(data), PART)]
     order = list(range(len(pieces)))
     rng.shuffle(order)
@@ -86,7 +88,7 @@ async def _write(replica: HttpReplica, rng: random.Random, head: Head, data: byt
         parts[i] = await replica.put_part(head.slot_id, head.path, head.generation, i,
                                           _chunks(pieces[i], stall if last else None))
     offered = [parts[i] for i in sorted(parts)]
-    return (await replica.apply_head(head, offered, None, None, 1)).applied
+    return (await replica.apply_head(head, offered, None, None, LATEST)).applied
 
 
 async def _read(replica: HttpReplica, head: Head) -> bytes:

@@ -51,7 +51,7 @@ async def _json(client: httpx.AsyncClient, method: str, url: str, what: str,
 
 async def decommission(node_id: str, via: str, keyring: KeyRing | None, *,
                        token: str | None = None, interval: float = 2.0,
-                       timeout: float | None = None,
+                       give_up_after: float | None = None,
                        report: Callable[[str], None] = lambda line: None) -> None:
     """Drain `node_id` through the node at URL `via`; return once it holds no slot."""
     base = via.rstrip("/")
@@ -68,35 +68,34 @@ async def decommission(node_id: str, via: str, keyring: KeyRing | None, *,
                     f"decommissioning {node_id}", content=body, headers=headers)
         report(f"{node_id} is draining; waiting until it holds no slot")
         try:
-            await _wait_drained(client, base, via_id, node_id, public, interval, timeout,
-                                report)
+            with trio.fail_after(give_up_after if give_up_after else float("inf")):
+                await _wait_drained(client, base, via_id, node_id, public, interval, report)
         except trio.TooSlowError:
-            raise ConfigError(f"{node_id} still holds slots after {timeout:g} s; it keeps "
+            raise ConfigError(f"{node_id} still holds slots after {give_up_after:g} s; it keeps "
                               "draining, run the command again to follow it") from None
 
 
 async def _wait_drained(client: httpx.AsyncClient, base: str, via_id: str, node_id: str,
-                        public: dict[str, str], interval: float, timeout: float | None,
+                        public: dict[str, str], interval: float,
                         report: Callable[[str], None]) -> None:
     last = ""
-    with trio.fail_after(timeout if timeout else float("inf")):
-        while True:
-            cluster = await _json(client, "GET", f"{base}/api/v1/cluster",
-                                  "reading the cluster state", headers=public)
-            nodes = await _json(client, "GET", f"{base}/api/v1/nodes",
-                                "reading the nodes", headers=public)
-            mine = [n for n in nodes.get("nodes", [])
-                    if isinstance(n, dict) and n.get("node_id") == node_id]
-            if not mine:
-                raise ConfigError(f"{via_id} no longer lists {node_id}")
-            role, slots = mine[0].get("role"), mine[0].get("slots")
-            line = (f"{node_id}: {role}, holds {slots} slot replicas; "
-                    f"{cluster.get('moving_slots')} slots moving "
-                    f"(layout version {cluster.get('layout_version')})")
-            if line != last:
-                report(line)
-                last = line
-            if role == "removed" or (role == "draining" and slots == 0
-                                     and cluster.get("moving_slots") == 0):
-                return
-            await trio.sleep(interval)
+    while True:
+        cluster = await _json(client, "GET", f"{base}/api/v1/cluster",
+                              "reading the cluster state", headers=public)
+        nodes = await _json(client, "GET", f"{base}/api/v1/nodes",
+                            "reading the nodes", headers=public)
+        mine = [n for n in nodes.get("nodes", [])
+                if isinstance(n, dict) and n.get("node_id") == node_id]
+        if not mine:
+            raise ConfigError(f"{via_id} no longer lists {node_id}")
+        role, slots = mine[0].get("role"), mine[0].get("slots")
+        line = (f"{node_id}: {role}, holds {slots} slot replicas; "
+                f"{cluster.get('moving_slots')} slots moving "
+                f"(layout version {cluster.get('layout_version')})")
+        if line != last:
+            report(line)
+            last = line
+        if role == "removed" or (role == "draining" and slots == 0
+                                 and cluster.get("moving_slots") == 0):
+            return
+        await trio.sleep(interval)

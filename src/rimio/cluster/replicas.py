@@ -102,7 +102,8 @@ class HttpReplica:
             raise ReplicaUnavailable(f"{self._node_id}: the answer broke off "
                                      f"({type(exc).__name__})") from None
         except ValueError:
-            raise ReplicaUnavailable(f"{self._node_id} sent a malformed answer (not JSON)") from None
+            raise ReplicaUnavailable(
+                f"{self._node_id} sent a malformed answer (not JSON)") from None
         finally:
             await resp.aclose()
 
