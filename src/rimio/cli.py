@@ -28,16 +28,14 @@ from rimio.cluster.decommission import decommission
 from rimio.config import (
     NODE_ID,
     Address,
-    ClusterConfig,
     NodeConfig,
-    NodeSpec,
-    ReplicationConfig,
     Scope,
     ensure_key_file,
     load_config,
     load_keyring,
     write_key_file,
 )
+from rimio.demo import demo_configs, run_demo
 from rimio.errors import ConfigError
 from rimio.node import Node, check_port_free
 
@@ -130,37 +128,6 @@ async def _absorb_signals(signals: AsyncIterator[int]) -> None:
         logging.getLogger("rimio").info("%s: already stopping", signal.Signals(signum).name)
 
 
-DEMO_BANNER = """\
-Rimio demo cluster is up: {urls}  (data in {data})
-Each node serves every path; objects are spread over the nodes by slot.
-
-Try it:
-  curl -X PUT --data-binary 'hello edge' {url}/api/v1/blobs/hello.txt
-  curl {url}/api/v1/blobs/hello.txt
-  curl '{url}/api/v1/blobs?prefix=hel'
-  curl {url}/api/v1/nodes
-
-Stop with Ctrl-C."""
-
-
-def demo_configs(data: Path, port: int, count: int) -> list[NodeConfig]:
-    """A cluster of `count` nodes on loopback ports port.., one replica per slot,
-    keyed by `data/cluster.key` (made on first use)."""
-    if not 1 <= count <= 9:
-        raise ConfigError("--nodes must be between 1 and 9")
-    if not 1 <= port <= 65535 - count + 1:
-        raise ConfigError(f"--port {port} is out of range")
-    specs = tuple(
-        NodeSpec(f"node-{i + 1}", Address("127.0.0.1", port + i),
-                 Address("127.0.0.1", port + i), (data / f"node-{i + 1}",))
-        for i in range(count)
-    )
-    cluster = ClusterConfig(name="rimio-demo", nodes=specs,
-                            replication=ReplicationConfig(replicas=1, min_write_replicas=1),
-                            key_file=data / "cluster.key")
-    return [NodeConfig(cluster=cluster, spec=s) for s in specs]
-
-
 def _single_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -250,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_port_free(config.spec.bind_addr)
             assert configs[0].cluster.key_file is not None
             ensure_key_file(configs[0].cluster.key_file)
-            trio.run(run_nodes, configs, DEMO_BANNER.replace("{data}", str(data)))
+            trio.run(run_demo, configs, data)
         elif args.command == "keygen":
             write_key_file(args.path)
             print(f"wrote a new cluster key to {args.path}; copy it to every node and set "
