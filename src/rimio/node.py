@@ -31,7 +31,6 @@ from hypercorn.trio import serve
 from rimio.api.access import with_access
 from rimio.api.app import NodeView, create_app
 from rimio.api.connections import cap_connections
-from rimio.api.inflight import InFlight
 from rimio.api.limits import RequestLimits
 from rimio.cluster.layout import (
     DEFAULT_EXCHANGE_INTERVAL,
@@ -134,7 +133,7 @@ class Node:
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
         self._server_scope = trio.CancelScope()
-        self._inflight: InFlight | None = None
+        self._limits: RequestLimits | None = None
 
     @property
     def node_id(self) -> str:
@@ -197,12 +196,13 @@ class Node:
             limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,
                                     min_body_rate=server.min_body_rate_bytes_per_second,
                                     body_grace=server.body_rate_grace_seconds)
+            self._limits = limited
             access = self.config.cluster.access
             # Access control outside the limits: a request without a valid
             # token is refused before it takes an in-flight slot.
-            self._inflight = InFlight(with_access(limited, access.tokens if access else None))
+            app = with_access(limited, access.tokens if access else None)
             nursery = await stack.enter_async_context(trio.open_nursery())
-            await nursery.start(self._serve, self._inflight, self._hypercorn_config(listener))
+            await nursery.start(self._serve, app, self._hypercorn_config(listener))
             await nursery.start(self._run_background, membership, layout, coordinator)
         except BaseException as exc:
             self._shutdown.set()
@@ -255,11 +255,11 @@ class Node:
             with trio.move_on_after(2):
                 await self.membership.leave()
         self._shutdown.set()  # stop accepting connections
-        if self._inflight is not None and exc_type is None:
+        if self._limits is not None and exc_type is None:
             # In-flight requests get the graceful timeout; idle keep-alive
             # connections get nothing (hypercorn would wait for them too).
             with trio.move_on_after(self.config.cluster.server.graceful_timeout_seconds):
-                await self._inflight.wait_idle()
+                await self._limits.wait_idle()
         self._server_scope.cancel()
         self._background.cancel()
         assert self._stack is not None
@@ -343,7 +343,7 @@ class Node:
         cap_connections(hconfig, server.max_connections)
         return hconfig
 
-    async def _serve(self, app: InFlight, hconfig: HypercornConfig, *,
+    async def _serve(self, app: Any, hconfig: HypercornConfig, *,
                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         with self._server_scope:
             await serve(app, hconfig, shutdown_trigger=self._shutdown.wait,  # type: ignore[arg-type]

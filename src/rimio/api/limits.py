@@ -1,5 +1,10 @@
 """`RequestLimits`: the per-request limits of the HTTP server, as an ASGI wrapper.
 
+It also counts every HTTP request being served (`wait_idle`), so a stopping
+node waits for requests and not for idle connections: hypercorn keeps idle
+keep-alive connections open through a graceful shutdown until its whole
+graceful timeout has passed.
+
 Two limits that hypercorn does not enforce itself:
 
 * In-flight requests. At most `max_inflight` HTTP requests are served at
@@ -85,13 +90,32 @@ class RequestLimits:
         self.max_inflight = max_inflight
         self._min_rate = min_body_rate
         self._grace = body_grace
-        self.inflight = 0
+        self.inflight = 0  # requests the cap counts (gossip is exempt)
         self.refused = 0  # requests answered 503 for the cap, since start
+        self.serving = 0  # every HTTP request not yet answered, gossip included
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no HTTP request is being served."""
+        while self.serving:
+            await self._idle.wait()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
             await self._app(scope, receive, send)
             return
+        if self.serving == 0:
+            self._idle = trio.Event()
+        self.serving += 1
+        try:
+            await self._admit(scope, receive, send)
+        finally:
+            self.serving -= 1
+            if self.serving == 0:
+                self._idle.set()
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         exempt = scope.get("path", "").startswith(EXEMPT_PREFIXES)
         if not exempt and self.inflight >= self.max_inflight:
             self.refused += 1
