@@ -46,6 +46,7 @@ from rimio.cluster.peers import PeerClient
 from rimio.cluster.replicas import HttpReplica
 from rimio.config import Address, NodeConfig, load_keyring
 from rimio.core.frames import FrameError
+from rimio.core.keyring import KeyRing
 from rimio.core.replica import Replica, ReplicaUnavailable
 from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
@@ -59,8 +60,9 @@ from rimio.storage.store import LocalStore
 
 log = logging.getLogger("rimio.node")
 
-TransportFactory = Callable[[str], Transport]
-"""Builds a node's gossip transport from the node's final address."""
+TransportFactory = Callable[[str, KeyRing | None], Transport]
+"""Builds a node's gossip transport from the node's final address and its key
+ring (the node's one ring, so a SIGHUP reload reaches the transport too)."""
 
 
 def bind_listener(addr: Address) -> socket.socket:
@@ -95,7 +97,7 @@ class Node:
     enters the shared layout through the other nodes of its configuration
     instead of computing the founding layout.
     `make_transport` replaces the HTTP gossip transport (the test harness uses
-    it): it is called with the node's final address, and the node closes what
+    it): it is called with the node's final address and key ring, and the node closes what
     it returns.
     """
 
@@ -275,7 +277,7 @@ class Node:
     def _build_transport(self) -> Transport:
         address = str(self.address)
         if self._make_transport is not None:
-            return self._make_transport(address)
+            return self._make_transport(address, self.keyring)
         swim = self.config.cluster.swim_config()
         return HttpTransport(address, keyring=self.keyring, packet_timeout=swim.probe_timeout)
 

@@ -42,6 +42,7 @@ from rimio.config import (
     ensure_key_file,
 )
 from rimio.core.frames import Status
+from rimio.core.keyring import KeyRing
 from rimio.net.http import HttpTransport
 from rimio.net.sim import LinkProfile, partition_links
 from rimio.net.transport import Receiver, Transport, TransportError
@@ -252,14 +253,14 @@ class LocalCluster:
         result: bool | None = await self._nursery_cm.__aexit__(exc_type, exc, tb)
         return result
 
-    def _make_transport(self, address: str) -> Transport:
-        """A node's gossip transport, through the cluster's fault plan."""
+    def _make_transport(self, address: str, keyring: KeyRing | None) -> Transport:
+        """A node's gossip transport (sealed with the node's own ring), through
+        the cluster's fault plan."""
         inner: Transport
         if self.transport == "memory":
             inner = MemoryTransport(address, self.membership_at)
         else:
-            key = self.cluster.keyring()
-            inner = HttpTransport(address, keyring=key, packet_timeout=0.5)
+            inner = HttpTransport(address, keyring=keyring, packet_timeout=0.5)
         return FaultyTransport(inner, self.plan)
 
     def node_at(self, address: str) -> Node | None:
