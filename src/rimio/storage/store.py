@@ -7,8 +7,9 @@ start, storage/migrate.py), the worker-thread limiter through which every
 blocking call goes, how the steps of a write (storage/writes.py) are spread
 over worker threads, which objects are small enough to live inline in their
 slot's SQLite row, whether new part files are compressed, the read cache of
-small hot objects (invisible above this class: reads check the current head
-in SQLite and take cached bytes only for that head), start-up recovery of
+current heads and small objects' bytes (invisible above this class: every
+change of a head is bracketed by `ReadCache.writing`, and a hit needs no
+worker thread), start-up recovery of
 interrupted writes, and garbage collection of superseded generations.
 Nothing here knows about HTTP or about other nodes.
 """
@@ -42,6 +43,7 @@ from rimio.core.writes import CommitOutcome, Precondition, WriteReport
 from rimio.storage.cache import (
     DEFAULT_READ_CACHE_BYTES,
     DEFAULT_READ_CACHE_MAX_OBJECT_BYTES,
+    CachedObject,
     ReadCache,
     ReadCacheStats,
 )
@@ -361,15 +363,36 @@ class LocalStore:
                          write_id=write_id, precondition=precondition, result_for=result_for,
                          generation=generation, hash_object=not streamed, in_row=in_row,
                          compression=self.compression)
-        try:
+        # Every change of a current head is bracketed so (storage/cache.py).
+        with self.read_cache.writing(slot, path):
             if isinstance(content, bytes):
-                return await self._with_slot(slot, _on_disk(seq.run), content, clock())
+                step = _on_disk(self._remembered(seq, seq.run, content))
+                return await self._with_slot(slot, step, content, clock())
             if isinstance(content, Tombstone):
-                return await self._with_slot(slot, _on_disk(seq.run), None, clock())
+                step = _on_disk(self._remembered(seq, seq.run, None))
+                return await self._with_slot(slot, step, None, clock())
             return await self._write_stream(seq, content, clock)
-        finally:
-            # Frees memory early; reads stay correct without it (storage/cache.py).
-            self.read_cache.invalidate(slot, path)
+
+    def _remembered(self, seq: LocalWrite, step: Callable[..., WriteReport],
+                    data: bytes | None) -> Callable[..., WriteReport]:
+        """`step(meta, ...)`, a step that commits, then the read cache told
+        what it applied, under the same hold of the slot (so the cache sees
+        the commits of a path in their order). `data` is the content, if in hand."""
+
+        def run(meta: SlotMeta, *args: Any) -> WriteReport:
+            try:
+                report = step(meta, *args)
+            except BaseException:
+                self.read_cache.committed(seq.slot, seq.path, None, (), None)
+                raise
+            if seq.applied is None:
+                self.read_cache.committed(seq.slot, seq.path, None, (), None)
+            else:
+                head, parts = seq.applied
+                self.read_cache.committed(seq.slot, seq.path, head, parts, data)
+            return report
+
+        return run
 
     async def _write_stream(self, seq: LocalWrite, batches: AsyncIterable[bytes],
                             clock: Callable[[], float]) -> WriteReport:
@@ -380,8 +403,9 @@ class LocalStore:
         try:
             await self._pump(batches, seq, object_hash)
             parts, _, size = await self._thread(_on_disk(seq.seal))
-            report = await self._with_slot(seq.slot, _on_disk(seq.commit), parts,
-                                           object_hash.hexdigest(), size, clock())
+            report = await self._with_slot(seq.slot, _on_disk(self._remembered(seq, seq.commit,
+                                                                                None)),
+                                           parts, object_hash.hexdigest(), size, clock())
         except BaseException:
             await self._abort(seq)
             raise
@@ -419,40 +443,51 @@ class LocalStore:
 
     async def read_small(self, slot: int, path: str,
                          max_bytes: int) -> tuple[StoredObject | None, bytes | None]:
-        """The current object and, when it is at most `max_bytes`, its bytes (one hop).
+        """The current object and, when it is at most `max_bytes`, its bytes.
 
-        The current head always comes from SQLite; the read cache may then
-        supply the parts and bytes of that very head."""
+        From the read cache when it holds the path (no worker-thread hop, no
+        SQLite read: the node owns its disks, see storage/cache.py), else in
+        one worker-thread call that also fills the cache."""
+        cached = self.read_cache.lookup(slot, path, max_bytes)
+        if cached is not None:
+            return self._from_cache(slot, cached, max_bytes)
 
         def run() -> tuple[StoredObject | None, bytes | None]:
-            with self._cache.acquire(slot) as meta:
-                head = meta.current_head(path)
-                if head is None:
-                    return None, None
-                wanted = not head.deleted and head.size_bytes <= max_bytes
-                cached = self.read_cache.get(slot, head) if head.kind == "meta" else None
-                if cached is not None:
-                    if not wanted:
-                        return StoredObject(head, cached.parts, self.slot_dir(slot)), None
-                    return (StoredObject(head, _inline_loaded(cached.parts, cached.data,
-                                                              head.part_size),
-                                         self.slot_dir(slot)), cached.data)
-                parts = (tuple(meta.parts_of(head, with_data=wanted)) if head.kind == "meta"
-                         else ())
-            obj = StoredObject(head, parts, self.slot_dir(slot))
-            if not wanted or len(parts) != head.part_count:
-                return obj, None
-            data = b"".join(self._part_bytes(obj, p) for p in parts)
-            if self.read_cache.fits(len(data)):
-                bare = tuple(replace(p, data=None) if p.data is not None else p for p in parts)
-                self.read_cache.put(slot, head, bare, data)
-            return obj, data
+            fill = self.read_cache.begin_fill(slot, path)
+            head: Head | None = None
+            parts: tuple[PartRecord, ...] = ()
+            data: bytes | None = None
+            try:
+                with self._cache.acquire(slot) as meta:
+                    head = meta.current_head(path)
+                    if head is None:
+                        return None, None
+                    wanted = not head.deleted and head.size_bytes <= max_bytes
+                    parts = (tuple(meta.parts_of(head, with_data=wanted)) if head.kind == "meta"
+                             else ())
+                obj = StoredObject(head, parts, self.slot_dir(slot))
+                if not wanted or len(parts) != head.part_count:
+                    return obj, None
+                data = b"".join(self._part_bytes(obj, p) for p in parts)
+                return obj, data
+            finally:
+                if len(parts) != (0 if head is None else head.part_count):
+                    head = None  # not kept: the read below reports it as corrupt
+                self.read_cache.finish_fill(fill, head, parts, data)
 
         obj, data = await self._thread(run)
         if obj is not None and len(obj.parts) != obj.head.part_count:
             raise StorageCorrupt(f"{path}: head names {obj.head.part_count} parts, "
                                  f"{len(obj.parts)} are recorded")
         return obj, data
+
+    def _from_cache(self, slot: int, cached: CachedObject,
+                    max_bytes: int) -> tuple[StoredObject, bytes | None]:
+        head = cached.head
+        if head.deleted or head.size_bytes > max_bytes or cached.data is None:
+            return StoredObject(head, cached.parts, self.slot_dir(slot)), None
+        return (StoredObject(head, _inline_loaded(cached.parts, cached.data, head.part_size),
+                             self.slot_dir(slot)), cached.data)
 
     @staticmethod
     def _part_bytes(obj: StoredObject, p: PartRecord) -> bytes:
@@ -497,8 +532,7 @@ class LocalStore:
                     for slot, path, gen, sha in victims:
                         files.setdefault(slot, []).extend(
                             group.slot(slot).forget_head(path, gen, sha))
-                        # A superseded head is never served from the cache (the
-                        # current head would not match); this only frees memory.
+                        # Only current heads are cached; this is a safety net.
                         self.read_cache.invalidate(slot, path, sha)
                 for slot, names in files.items():
                     remove_files(disk / "slots" / str(slot), names)

@@ -95,6 +95,9 @@ class LocalWrite:
         self._compression = compression
         self._pending: PendingWrite | None = None
         self._writer: ObjectWriter | None = None
+        # The head this write made current and its parts, once committed
+        # (None before, or when it applied nothing): what the read cache keeps.
+        self.applied: tuple[Head, tuple[PartRecord, ...]] | None = None
 
     @property
     def generation(self) -> int | None:
@@ -137,6 +140,8 @@ class LocalWrite:
         result = self._result_for(head)
         outcome, check = meta.commit(head, parts, now=now, pending_id=self._pending.id,
                                      precondition=self._precondition, result=result)
+        if outcome is CommitOutcome.APPLIED:
+            self.applied = (head, tuple(parts))
         return self._report(outcome, check, result)
 
     def commit_in_row(self, meta: SlotMeta, data: bytes, now: float) -> WriteReport:
@@ -146,13 +151,18 @@ class LocalWrite:
         parts = [] if self._tombstone else inline_parts(data, self._part_size)
         etag = "" if self._tombstone else hashlib.sha256(data).hexdigest()
 
+        built: list[Head] = []
+
         def build(generation: int) -> tuple[Head, dict[str, Any]]:
             head = self._head(generation, parts, etag, len(data), now)
+            built.append(head)
             return head, self._result_for(head)
 
         outcome, check, result = meta.commit_new(
             self.path, self._write_id, build, parts, now=now, generation=self._generation,
             precondition=self._precondition)
+        if outcome is CommitOutcome.APPLIED and built:
+            self.applied = (built[-1], tuple(parts))
         return self._report(outcome, check, result)
 
     @staticmethod
