@@ -53,7 +53,9 @@ from rimio.storage.meta import GROUPS, META_DIR, GroupMeta, PendingWrite, SlotMe
 from rimio.storage.migrate import has_legacy, migrate_slot
 from rimio.storage.parts import (
     TEMP_PREFIX,
+    Chunks,
     PartRecord,
+    chunks_of,
     ensure_dir,
     prune_empty_dirs,
     remove_files,
@@ -394,7 +396,7 @@ class LocalStore:
 
         return run
 
-    async def _write_stream(self, seq: LocalWrite, batches: AsyncIterable[bytes],
+    async def _write_stream(self, seq: LocalWrite, batches: AsyncIterable[Chunks],
                             clock: Callable[[], float]) -> WriteReport:
         early = await self._with_slot(seq.slot, _on_disk(seq.admit), clock())
         if early is not None:
@@ -413,14 +415,22 @@ class LocalStore:
             await self._abort(seq)
         return report
 
-    async def _pump(self, batches: AsyncIterable[bytes], seq: LocalWrite,
+    async def _pump(self, batches: AsyncIterable[Chunks], seq: LocalWrite,
                     object_hash: hashlib._Hash) -> None:
-        """Receive the next batch while the previous one is written: at most
-        three batches (receiving, queued, writing) are in memory at once. The
-        object hash runs beside the part write, on another worker thread
-        (hashlib releases the GIL), so each byte is hashed twice in the time
-        of once."""
-        send, receive = trio.open_memory_channel[bytes](1)
+        """Receive the next batch while the previous one is written, and seal
+        each full part while the next batches are written.
+
+        A batch is cut into pieces per part; then three worker threads run at
+        once (hashlib and os.write let each other run): the object hash, the
+        part hashes and the part file writes. A part whose bytes are all
+        written and hashed goes to the sealer (fsync, rename) and the next
+        batch starts meanwhile. At most three batches (receiving, queued,
+        writing) and two unsealed full parts are in flight. The head still
+        commits only after every part is sealed and the directory fsynced
+        (`seal` in `_write_stream`)."""
+        send, receive = trio.open_memory_channel[Chunks](1)
+        to_seal, sealing = trio.open_memory_channel[int](1)
+        writer = seq.writer
 
         async def produce() -> None:
             async with send:
@@ -428,12 +438,21 @@ class LocalStore:
                     await send.send(batch)
 
         async def consume() -> None:
-            async with receive:
+            async with receive, to_seal:
                 async for batch in receive:
-                    await _together(partial(self._thread, object_hash.update, batch),
-                                    partial(self._thread, _on_disk(seq.write), batch))
+                    pieces = writer.cut(batch)
+                    await _together(partial(self._thread, _hash_chunks, object_hash, batch),
+                                    partial(self._thread, writer.hash_pieces, pieces),
+                                    partial(self._thread, _on_disk(writer.write_pieces), pieces))
+                    for index in writer.full_parts(pieces):
+                        await to_seal.send(index)
 
-        await _together(produce, consume)
+        async def seal() -> None:
+            async with sealing:
+                async for index in sealing:
+                    await self._thread(_on_disk(writer.seal), index)
+
+        await _together(produce, consume, seal)
 
     async def _abort(self, seq: LocalWrite) -> None:
         """Files first, then the marker; runs even when cancelled."""
@@ -548,6 +567,11 @@ def _inline_loaded(parts: tuple[PartRecord, ...], data: bytes,
     a read that loads them from SQLite returns them (ranges need no second hop)."""
     return tuple(replace(p, data=data[p.index * part_size:p.index * part_size + p.size_bytes])
                  if p.inline else p for p in parts)
+
+
+def _hash_chunks(object_hash: hashlib._Hash, batch: Chunks) -> None:
+    for chunk in chunks_of(batch):
+        object_hash.update(chunk)
 
 
 async def _together(*jobs: Callable[[], Awaitable[object]]) -> None:

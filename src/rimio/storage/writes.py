@@ -38,7 +38,7 @@ from rimio.core.paths import disk_segments
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck, WriteReport
 from rimio.storage.compression import NO_COMPRESSION, CompressionPolicy
 from rimio.storage.meta import PendingWrite, SlotMeta
-from rimio.storage.parts import ObjectWriter, PartRecord
+from rimio.storage.parts import Chunks, ObjectWriter, PartRecord
 
 
 class Tombstone(Enum):
@@ -50,8 +50,9 @@ class Tombstone(Enum):
 TOMBSTONE = Tombstone.TOMBSTONE
 
 # What a write stores: the whole object in hand, batches of a streamed
-# object (in order, each written as it comes), or a deletion.
-Content = bytes | AsyncIterable[bytes] | Tombstone
+# object (in order, each written as it comes; a batch is one buffer or a
+# sequence of received chunks, written without joining them), or a deletion.
+Content = bytes | AsyncIterable[Chunks] | Tombstone
 
 ResultFor = Callable[[Head], dict[str, Any]]
 
@@ -121,9 +122,14 @@ class LocalWrite:
                                         compression=self._compression)
         return None
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self._writer is not None, "write() before admit() or into a tombstone"
-        self._writer.write(data)
+    def write(self, data: Chunks) -> None:
+        self.writer.write(data)
+
+    @property
+    def writer(self) -> ObjectWriter:
+        """The part writer (after `admit`), for callers that pipeline its steps."""
+        assert self._writer is not None, "no part writer before admit() or for a tombstone"
+        return self._writer
 
     def seal(self) -> tuple[list[PartRecord], str, int]:
         """Make the part files durable; (parts, etag, size). The etag is empty
