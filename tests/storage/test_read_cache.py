@@ -1,6 +1,7 @@
-"""The read cache of small hot objects: hits and misses, invalidation by
-overwrite, delete and GC, never old bytes for a newer head, its bounds, and
-use from many worker threads at once."""
+"""The read cache of current heads and small objects' bytes: filled by
+writes and by misses, never an older head after a newer one was
+acknowledged (fills that a write overtook, reads racing writes), GC, its
+bounds, and use from many threads at once."""
 
 import hashlib
 import os
@@ -12,8 +13,8 @@ from typing import Any
 import trio
 
 from rimio.core.head import Head
-from rimio.core.writes import CommitOutcome, WriteReport
-from rimio.storage.cache import ENTRY_OVERHEAD, ReadCache
+from rimio.core.writes import CommitOutcome, Precondition, WriteReport
+from rimio.storage.cache import ENTRY_OVERHEAD, PART_OVERHEAD, ReadCache
 from rimio.storage.parts import PartRecord
 from rimio.storage.store import LocalStore
 from rimio.storage.writes import TOMBSTONE
@@ -49,20 +50,20 @@ async def _get(store: LocalStore, slot: int, path: str) -> bytes | None:
     return data
 
 
-async def test_hit_and_miss(tmp_path: Path) -> None:
+async def test_a_write_fills_the_cache_and_reads_hit(tmp_path: Path) -> None:
     store = await _open(tmp_path)
     data = os.urandom(SMALL)
     await _write(store, 1, "hot", data)
-    assert await _get(store, 1, "hot") == data  # miss: read from the part file, kept
-    first = store.read_cache_stats
-    assert (first.hits, first.misses, first.entries) == (0, 1, 1)
+    assert store.read_cache_stats.entries == 1  # the write kept its head and bytes
     for _ in range(3):
         assert await _get(store, 1, "hot") == data
-    assert store.read_cache_stats.hits == 3
-    # The head is still read from SQLite: a path that was never written is a miss of nothing.
+    stats = store.read_cache_stats
+    assert (stats.hits, stats.misses) == (3, 0)
+    # A path that was never written: a miss, read from SQLite, nothing kept.
     obj, none = await store.read_small(1, "cold", 1 << 20)
     assert obj is None and none is None
-    # A read that does not want the bytes still gets the head's parts from the cache.
+    assert store.read_cache_stats.entries == 1
+    # A read that does not want the bytes gets the head's parts from the cache.
     obj, none = await store.read_small(1, "hot", -1)
     assert obj is not None and none is None and len(obj.parts) == 1
     out = bytearray()
@@ -72,14 +73,26 @@ async def test_hit_and_miss(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_miss_fills_the_cache(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    data = os.urandom(SMALL)
+    await _write(store, 1, "hot", data)
+    store.read_cache.clear()  # as after a restart
+    assert await _get(store, 1, "hot") == data
+    assert await _get(store, 1, "hot") == data
+    stats = store.read_cache_stats
+    assert (stats.hits, stats.misses, stats.entries) == (1, 1, 1)
+    await store.close()
+
+
 async def test_inline_hit_carries_the_part_bytes(tmp_path: Path) -> None:
     store = await _open(tmp_path)
     data = os.urandom(500)  # inline in the slot's row
     await _write(store, 2, "small", data)
-    await _get(store, 2, "small")
     obj, got = await store.read_small(2, "small", 1 << 20)  # a hit
     assert store.read_cache_stats.hits == 1
     assert obj is not None and got == data and obj.parts[0].data == data
+    assert obj.parts[0].inline
     await store.close()
 
 
@@ -89,59 +102,115 @@ async def test_overwrite_and_delete_are_never_served_old_bytes(tmp_path: Path) -
     await _write(store, 3, "p", old, now=1.0)
     assert await _get(store, 3, "p") == old
     await _write(store, 3, "p", new, now=2.0)
-    assert store.read_cache_stats.entries == 0  # the write dropped the entry
-    assert await _get(store, 3, "p") == new
     assert await _get(store, 3, "p") == new
     await _write(store, 3, "p", TOMBSTONE, now=3.0)
-    assert await _get(store, 3, "p") is None
-    assert store.read_cache_stats.entries == 0  # tombstones are not kept
+    assert await _get(store, 3, "p") is None  # the tombstone's head, from the cache
+    hits = store.read_cache_stats.hits
+    assert hits == 3
     await store.close()
 
 
-async def test_stale_entry_from_a_racing_read_is_not_served(tmp_path: Path) -> None:
-    """A read that loaded generation 1 and fills the cache after the write of
-    generation 2 dropped the entry leaves a stale entry: the head check, not
-    the invalidation, keeps it from being served."""
+async def test_a_write_that_applies_nothing_leaves_the_current_head(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    data = os.urandom(SMALL)
+    await _write(store, 3, "p", data)
+    refused = await store.write(3, "p", b"other", write_id="", clock=lambda: 2.0,
+                                precondition=Precondition(if_none_match_any=True),
+                                result_for=lambda h: {})
+    assert refused.outcome is CommitOutcome.PRECONDITION_FAILED
+    assert await _get(store, 3, "p") == data
+    await store.close()
+
+
+async def test_a_fill_that_a_write_overtook_is_not_kept(tmp_path: Path) -> None:
+    """A read that loaded generation 1 and fills the cache after the write
+    of generation 2 began must not put generation 1 back."""
     store = await _open(tmp_path)
     heads: list[Head] = []
     old, new = os.urandom(SMALL), os.urandom(SMALL)
     await _write(store, 4, "race", old, now=1.0, heads=heads)
-    obj, _ = await store.read_small(4, "race", -1)
-    assert obj is not None
-    await _write(store, 4, "race", new, now=2.0, heads=heads)
-    store.read_cache.put(4, heads[0], obj.parts, old)  # the late fill
+    store.read_cache.clear()
+    fill = store.read_cache.begin_fill(4, "race")  # the read starts, reads gen 1 ...
+    assert fill is not None
+    await _write(store, 4, "race", new, now=2.0, heads=heads)  # ... gen 2 commits ...
+    store.read_cache.finish_fill(fill, heads[0], (), old)  # ... and the late fill arrives
     assert await _get(store, 4, "race") == new
-    # That read replaced the stale entry with the current one.
-    assert store.read_cache.get(4, heads[1]) is not None
+    # No fill while a write of the path is in flight.
+    with store.read_cache.writing(4, "race"):
+        assert store.read_cache.begin_fill(4, "race") is None
+    assert store.read_cache.begin_fill(4, "race") is not None
     await store.close()
 
 
-async def test_gc_drops_only_entries_of_collected_heads(tmp_path: Path) -> None:
+async def test_reads_racing_writes_never_go_back(tmp_path: Path) -> None:
+    """Writers overwrite a few hot paths while readers read them, from the
+    cache and from SQLite: once a write was acknowledged, no read that began
+    after it returns an older generation, and every read's bytes are those
+    of the head it returned."""
+    store = await _open(tmp_path, read_cache_bytes=6 * (SMALL + ENTRY_OVERHEAD + 200))
+    paths = [f"h{i}" for i in range(4)]
+    acked = dict.fromkeys(paths, 0)
+    clock = iter(range(1, 1_000_000))
+    for p in paths:
+        report = await _write(store, 9, p, os.urandom(SMALL), now=float(next(clock)))
+        assert report.result is not None
+        acked[p] = report.result["generation"]
+
+    async def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(60):
+            p = rng.choice(paths)
+            content: Any = TOMBSTONE if rng.random() < 0.1 else os.urandom(
+                rng.choice([100, SMALL]))
+            report = await _write(store, 9, p, content, now=float(next(clock)))
+            assert report.result is not None
+            acked[p] = max(acked[p], report.result["generation"])
+            if rng.random() < 0.2:
+                store.read_cache.clear()  # misses too: fills race the writes
+
+    async def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(400):
+            p = rng.choice(paths)
+            floor = acked[p]
+            obj, data = await store.read_small(9, p, 1 << 20)
+            assert obj is not None and obj.head.generation >= floor, (p, floor)
+            if not obj.head.deleted:
+                assert data is not None and hashlib.sha256(data).hexdigest() == obj.head.etag
+            if rng.random() < 0.3:
+                await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(writer, i)
+        for i in range(6):
+            nursery.start_soon(reader, 100 + i)
+    stats = store.read_cache_stats
+    assert stats.hits > 0 and stats.misses > 0
+    for p in paths:  # at rest, the cache holds what SQLite holds
+        obj, _ = await store.read_small(9, p, 1 << 20)
+        current = await store.current_head(9, p)
+        assert obj is not None and current is not None and obj.head == current
+    await store.close()
+
+
+async def test_gc_keeps_the_current_heads(tmp_path: Path) -> None:
     store = await _open(tmp_path)
-    heads: list[Head] = []
-    await _write(store, 5, "a", os.urandom(SMALL), now=1.0, heads=heads)
-    await _write(store, 5, "a", os.urandom(SMALL), now=2.0, heads=heads)
-    await _write(store, 5, "b", os.urandom(SMALL), now=1.0, heads=heads)
-    await _write(store, 5, "b", os.urandom(SMALL), now=2.0, heads=heads)
-    a1, _, b1, _ = heads
-    obj, _ = await store.read_small(5, "b", -1)
-    assert obj is not None
-    await _get(store, 5, "a")  # the current head of "a" is kept
-    store.read_cache.put(5, b1, obj.parts, b"stale")  # a superseded head of "b" is kept
-    assert store.read_cache_stats.entries == 2
-    assert await store.collect_garbage(cutoff=10.0) == 2
-    assert store.read_cache.get(5, b1) is None
-    assert store.read_cache_stats.entries == 1  # "a" stays: its current head is untouched
-    assert a1.generation == 1 and await _get(store, 5, "a") is not None
+    await _write(store, 5, "a", os.urandom(SMALL), now=1.0)
+    a2 = os.urandom(SMALL)
+    await _write(store, 5, "a", a2, now=2.0)
+    assert store.read_cache_stats.entries == 1
+    assert await store.collect_garbage(cutoff=10.0) == 1
+    assert store.read_cache_stats.entries == 1  # only the superseded head went
+    assert await _get(store, 5, "a") == a2
     await store.close()
 
 
 async def test_bounds(tmp_path: Path) -> None:
-    cost = SMALL + ENTRY_OVERHEAD
+    cost = SMALL + ENTRY_OVERHEAD + PART_OVERHEAD
     store = await _open(tmp_path, read_cache_bytes=3 * cost, read_cache_max_object_bytes=SMALL)
     for i in range(5):
         await _write(store, 6, f"o{i}", os.urandom(SMALL))
-        await _get(store, 6, f"o{i}")
     stats = store.read_cache_stats
     assert stats.entries == 3 and stats.bytes <= 3 * cost
     # Least recently used went first: o0 and o1 miss, o4 hits.
@@ -150,11 +219,15 @@ async def test_bounds(tmp_path: Path) -> None:
     assert store.read_cache_stats.hits == hits + 1
     await _get(store, 6, "o0")
     assert store.read_cache_stats.hits == hits + 1
-    # Larger than the per-object bound: never kept.
+    # Larger than the per-object bound: its head is kept, never its bytes,
+    # so a read that wants them misses and one that does not hits.
     await _write(store, 6, "big", os.urandom(SMALL + 1))
     await _get(store, 6, "big")
     await _get(store, 6, "big")
     assert store.read_cache_stats.hits == hits + 1
+    obj, none = await store.read_small(6, "big", -1)
+    assert obj is not None and none is None
+    assert store.read_cache_stats.hits == hits + 2
     assert store.read_cache_stats.bytes <= 3 * cost
     await store.close()
 
@@ -202,7 +275,8 @@ async def test_reads_and_writes_from_many_threads(tmp_path: Path) -> None:
 
 
 def test_cache_accounting_under_threads() -> None:
-    cache = ReadCache(max_bytes=20 * (100 + ENTRY_OVERHEAD), max_object_bytes=100)
+    cache = ReadCache(max_bytes=20 * (100 + ENTRY_OVERHEAD + PART_OVERHEAD),
+                      max_object_bytes=100)
     heads = [Head(kind="meta", path=f"p{i}", slot_id=0, generation=g, write_id="",
                   size_bytes=100, etag=f"{i:064x}", part_size=PART, part_count=1, timestamp=1.0)
              for i in range(40) for g in (1, 2)]
@@ -214,12 +288,18 @@ def test_cache_accounting_under_threads() -> None:
         try:
             for _ in range(3000):
                 head = rng.choice(heads)
+                body = head.etag.encode()[:100].ljust(100, b".")
                 roll = rng.random()
-                if roll < 0.4:
-                    cache.put(0, head, part, head.etag.encode()[:100].ljust(100, b"."))
+                if roll < 0.3:
+                    with cache.writing(0, head.path):
+                        cache.committed(0, head.path, head, part, body)
+                elif roll < 0.5:
+                    fill = cache.begin_fill(0, head.path)
+                    cache.finish_fill(fill, head, part, body)
                 elif roll < 0.9:
-                    hit = cache.get(0, head)
-                    assert hit is None or hit.data.startswith(head.etag.encode()[:64])
+                    hit = cache.lookup(0, head.path, 1 << 20)
+                    assert hit is None or (hit.data is not None and hit.data.startswith(
+                        hit.head.etag.encode()[:64]))
                 else:
                     cache.invalidate(0, head.path)
         except BaseException as exc:  # pragma: no cover - reported below
@@ -232,4 +312,5 @@ def test_cache_accounting_under_threads() -> None:
         t.join()
     assert not errors
     stats = cache.stats()
-    assert stats.bytes == stats.entries * (100 + ENTRY_OVERHEAD) <= cache.max_bytes
+    assert stats.bytes == stats.entries * (100 + ENTRY_OVERHEAD + PART_OVERHEAD)
+    assert stats.bytes <= cache.max_bytes

@@ -2,18 +2,18 @@ import errno
 import hashlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from rimio.core.errors import InsufficientStorage
+from rimio.core.errors import DiskError, InsufficientStorage
 from rimio.core.head import Head
 from rimio.core.writes import CommitOutcome, Precondition, WriteReport
 from rimio.storage.meta import group_file
-from rimio.storage.parts import ObjectWriter
+from rimio.storage.parts import ObjectWriter, Piece
 from rimio.storage.store import LocalStore
 from rimio.storage.writes import TOMBSTONE, LocalWrite
 
@@ -263,16 +263,16 @@ async def test_exception_before_commit_removes_files_and_marker(tmp_path: Path,
 async def test_full_disk_is_reported_and_cleaned_up(tmp_path: Path, kind: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     store = await _open(tmp_path)
-    real = ObjectWriter.write
+    real = ObjectWriter.write_pieces
     written: list[int] = []
 
-    def filling(self: ObjectWriter, data: bytes | bytearray | memoryview) -> None:
+    def filling(self: ObjectWriter, pieces: Sequence[Piece]) -> None:
         if written:
             raise OSError(errno.ENOSPC, "No space left on device")
-        written.append(len(data))
-        real(self, data)
+        written.append(sum(len(p.view) for p in pieces))
+        real(self, pieces)
 
-    monkeypatch.setattr(ObjectWriter, "write", filling)
+    monkeypatch.setattr(ObjectWriter, "write_pieces", filling)
     data = b"f" * (PART * 2)
     content: Any = data if kind == "bytes" else _chunks(data, PART)
     if kind == "bytes":
@@ -486,4 +486,63 @@ async def test_background_evictor_trims_the_cache(tmp_path: Path) -> None:
     assert store._cache.evict_inline  # back to inline eviction without the task
     for slot in range(10):
         assert await _read_all(store, slot, f"k{slot}") == b"v"
+    await store.close()
+
+
+def test_pipelined_steps_write_what_one_call_writes(tmp_path: Path) -> None:
+    """cut / write_pieces / hash_pieces / seal, as the store pipelines them
+    (hashing before writing, sealing late), give the records and files that
+    `write` gives in one call, for batches that are buffers or chunk lists."""
+    data = os.urandom(PART * 3 + 123)
+    one = ObjectWriter(tmp_path / "a", "blobs/x/g.1", PART)
+    one.write(data[:5000])
+    one.write([data[5000:9000], memoryview(data)[9000:]])
+    expected = one.finish()
+    # (the pipelining caller hashes the whole object itself)
+    split = ObjectWriter(tmp_path / "b", "blobs/x/g.1", PART, hash_object=False)
+    full: list[int] = []
+    for batch in ([data[:5000]], data[5000:PART * 2 + 7], [data[PART * 2 + 7:]]):
+        pieces = split.cut(batch)
+        assert all(len(p.view) <= PART for p in pieces)
+        split.hash_pieces(pieces)
+        split.write_pieces(pieces)
+        full.extend(split.full_parts(pieces))
+        if len(full) > 1:  # seal a part one batch late, as the sealer may
+            split.seal(full.pop(0))
+    for index in full:
+        split.seal(index)
+    got = split.finish()
+    assert (got[0], got[2]) == (expected[0], expected[2]) and got[1] == ""
+    assert expected[2] == len(data) and expected[1] == hashlib.sha256(data).hexdigest()
+    assert [p.index for p in got[0]] == [0, 1, 2, 3]
+    for record in got[0]:
+        body = (tmp_path / "b" / str(record.local_path)).read_bytes()
+        assert hashlib.sha256(body).hexdigest() == record.sha256
+    assert not [p for p in (tmp_path / "b/blobs/x/g.1").iterdir() if p.name.startswith(".tmp")]
+
+
+async def test_a_failing_seal_leaves_nothing_behind(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await _open(tmp_path)
+    real = ObjectWriter.seal
+    sealed: list[int] = []
+
+    def failing(self: ObjectWriter, index: int) -> None:
+        if sealed:
+            raise OSError(errno.EIO, "Input/output error")
+        sealed.append(index)
+        real(self, index)
+
+    monkeypatch.setattr(ObjectWriter, "seal", failing)
+
+    async def batches() -> AsyncIterator[list[bytes]]:
+        for _ in range(4):
+            yield [os.urandom(PART // 2), os.urandom(PART // 2)]
+
+    with pytest.raises(DiskError):
+        await store.write(3, "sealed", batches(), write_id="", clock=lambda: 1.0,
+                          precondition=None, result_for=lambda h: {})
+    assert _files(tmp_path / "disk0/slots/3/blobs") == []
+    assert _pending_rows(tmp_path, 3) == 0
+    assert await store.current_head(3, "sealed") is None
     await store.close()

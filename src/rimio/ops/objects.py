@@ -55,8 +55,8 @@ from rimio.storage.store import LocalStore, StoredObject
 from rimio.storage.writes import TOMBSTONE, Content
 
 _WRITE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-# Chunks are gathered to this size before a worker thread writes them: fewer
-# thread hops per byte, and hashing runs off the event loop in big strides.
+# Chunks are grouped (not joined) to this size before worker threads write
+# and hash them: fewer thread hops per byte, hashing off the event loop.
 _WRITE_BATCH = 1024 * 1024
 # Bodies up to this size (with a Content-Length) take the one-hop path.
 SMALL_OBJECT = _WRITE_BATCH
@@ -250,9 +250,14 @@ class ObjectService:
 
     async def _batches(self, body: AsyncIterator[bytes],
                        content_length: int | None) -> AsyncIterator[bytes]:
-        """The body gathered into batches of `_WRITE_BATCH` bytes, checked
-        against the size limit and the Content-Length as it arrives."""
-        batch = bytearray()
+        """The body in batches of about `_WRITE_BATCH` bytes, checked against
+        the size limit and the Content-Length as it arrives. Each batch is
+        joined once (one copy; it was two with `bytearray +=` and `bytes()`):
+        the store also takes a list of chunks unjoined, but hashing and
+        writing 64 KiB chunks one by one costs a GIL hand-over per chunk in
+        three threads, which measured no faster here than the one copy."""
+        batch: list[bytes] = []
+        batched = 0
         received = 0
         async for chunk in body:
             received += len(chunk)
@@ -260,14 +265,15 @@ class ObjectService:
                 raise PayloadTooLarge(f"the object is larger than {self.max_object_bytes} bytes")
             if content_length is not None and received > content_length:
                 raise BadRequest("the body is longer than its Content-Length")
-            batch += chunk
-            if len(batch) >= _WRITE_BATCH:
-                yield bytes(batch)
-                batch = bytearray()
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= _WRITE_BATCH:
+                yield b"".join(batch)
+                batch, batched = [], 0
         if content_length is not None and received != content_length:
             raise BadRequest("the body is shorter than its Content-Length")
         if batch:
-            yield bytes(batch)
+            yield b"".join(batch)
 
     async def delete(self, raw_path: str, write_id: str | None = None) -> WriteOutcome:
         res, coordinator = self._coordinated(raw_path)

@@ -25,10 +25,16 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rimio.storage.compression import NO_COMPRESSION, CompressionPolicy, identify_part
+from rimio.storage.compression import (
+    NO_COMPRESSION,
+    CompressionPolicy,
+    PartEncoder,
+    identify_part,
+)
 
 TEMP_PREFIX = ".tmp-"
 
@@ -159,6 +165,45 @@ def part_name(index: int, sha256: str) -> str:
     return f"part.{index:08d}.{sha256}"
 
 
+# Bytes a writer is given at once: one buffer, or a batch of received chunks
+# written and hashed as they are (no copy into one buffer).
+Chunks = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview]
+
+
+def chunks_of(data: Chunks) -> Sequence[bytes | bytearray | memoryview]:
+    """`data` as a sequence of buffers."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return (data,)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A slice of the object's bytes that falls inside one part."""
+
+    index: int  # the part
+    view: memoryview
+    last: bool  # the part's last bytes (the part is full after this piece)
+
+
+class _OpenPart:
+    """One part being written: its temp file (opened by the first piece
+    written), its hash, and how far the writing and the hashing got. The file
+    fields belong to the thread that writes, the hash to the one that hashes."""
+
+    __slots__ = ("encoder", "fd", "full", "hash", "index", "length", "stored", "temp")
+
+    def __init__(self, index: int, encoder: PartEncoder) -> None:
+        self.index = index
+        self.encoder = encoder
+        self.temp: Path | None = None
+        self.fd: int | None = None
+        self.stored = 0  # bytes of the part's file so far
+        self.hash = hashlib.sha256()
+        self.length = 0  # bytes of the part cut so far
+        self.full = False
+
+
 class ObjectWriter:
     """Streams an object's bytes into part files of one generation directory.
 
@@ -166,6 +211,13 @@ class ObjectWriter:
     `part_size`. `finish` seals the last part and returns the records;
     `abort` removes every file this writer created. `compression` decides,
     part by part, whether a part file is stored compressed.
+
+    `write` does everything in the calling thread. A pipelined caller splits
+    it instead: `cut` the batch into pieces, then `write_pieces` and
+    `hash_pieces` in two threads at once, then `seal` each part `full_parts`
+    names (in another thread, while the next batch is written). Sealing a part
+    (fsync, rename, directory fsync in `finish`) keeps the crash-safety order
+    of the module docstring whichever thread does it.
     """
 
     def __init__(self, slot_dir: Path, gen_dir_rel: str, part_size: int, *,
@@ -183,56 +235,90 @@ class ObjectWriter:
         self._part_size = part_size
         self._object_hash = hashlib.sha256() if hash_object else None
         self._size = 0
-        self._records: list[PartRecord] = []
+        self._records: dict[int, PartRecord] = {}
         self._created: list[Path] = []
         self._created_dirs: list[Path] = []
-        self._temp: Path | None = None
-        self._fd: int | None = None
-        self._part_hash = hashlib.sha256()
-        self._part_len = 0
         self._compression = compression
-        self._encoder = compression.encoder()
-        self._stored_len = 0  # bytes of the current part's file
+        self._parts: dict[int, _OpenPart] = {}  # cut, not sealed yet
         self._dir_ready = False
+        self._dir_lock = threading.Lock()
 
     @property
     def size(self) -> int:
         return self._size
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while len(view):
-            if self._fd is None:
-                self._open_part()
-            room = self._part_size - self._part_len
-            chunk = view[:room]
-            self._write_file(self._encoder.feed(chunk))
-            self._part_hash.update(chunk)
-            if self._object_hash is not None:
+    def write(self, data: Chunks) -> None:
+        """Write, hash and seal in the calling thread."""
+        pieces = self.cut(data)
+        self.write_pieces(pieces)
+        self.hash_pieces(pieces)
+        if self._object_hash is not None:
+            for chunk in chunks_of(data):
                 self._object_hash.update(chunk)
-            self._part_len += len(chunk)
-            self._size += len(chunk)
-            view = view[len(chunk):]
-            if self._part_len == self._part_size:
-                self._seal_part()
+        for index in self.full_parts(pieces):
+            self.seal(index)
+
+    def cut(self, data: Chunks) -> list[Piece]:
+        """The pieces of the next bytes of the object, part by part (no copy)."""
+        pieces: list[Piece] = []
+        for chunk in chunks_of(data):
+            view = memoryview(chunk).cast("B")
+            while len(view):
+                index = self._first_index + self._size // self._part_size
+                part = self._parts.get(index)
+                if part is None:
+                    part = self._parts[index] = _OpenPart(index, self._compression.encoder())
+                room = self._part_size - part.length
+                piece = view[:room]
+                part.length += len(piece)
+                self._size += len(piece)
+                part.full = part.length == self._part_size
+                pieces.append(Piece(index, piece, part.full))
+                view = view[len(piece):]
+        return pieces
+
+    def write_pieces(self, pieces: Sequence[Piece]) -> None:
+        """The file half of `pieces`: into their parts' temp files."""
+        for piece in pieces:
+            part = self._parts[piece.index]
+            if part.fd is None:
+                self._open_file(part)
+            self._write_file(part, part.encoder.feed(piece.view))
+
+    def hash_pieces(self, pieces: Sequence[Piece]) -> None:
+        """The hash half of `pieces` (hashlib lets other threads run meanwhile)."""
+        for piece in pieces:
+            self._parts[piece.index].hash.update(piece.view)
+
+    @staticmethod
+    def full_parts(pieces: Sequence[Piece]) -> list[int]:
+        """The parts these pieces completed: ready to seal once both halves ran."""
+        return [p.index for p in pieces if p.last]
 
     def finish(self) -> tuple[list[PartRecord], str, int]:
-        """Seal the last part; return (parts, etag, size)."""
-        if self._fd is not None and self._part_len > 0:
-            self._seal_part()
+        """Seal the last part; return (parts, etag, size). Every part named by
+        `full_parts` must have been sealed."""
+        for index in sorted(self._parts):
+            part = self._parts[index]
+            if part.length > 0:
+                if part.fd is None:
+                    self._open_file(part)
+                self.seal(index)
         if self._dir_ready:
             fsync_dir(self._gen_dir)
         etag = self._object_hash.hexdigest() if self._object_hash is not None else ""
-        return list(self._records), etag, self._size
+        return [self._records[i] for i in sorted(self._records)], etag, self._size
 
     def abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._temp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._temp)
-            self._temp = None
+        for part in list(self._parts.values()):
+            if part.fd is not None:
+                os.close(part.fd)
+                part.fd = None
+            if part.temp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part.temp)
+                part.temp = None
+        self._parts.clear()
         for path in self._created:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -243,50 +329,50 @@ class ObjectWriter:
         remove_dirs(dirs)  # only the empty ones: nobody else uses them
         self._created_dirs = []
 
-    def _write_file(self, data: bytes | memoryview) -> None:
-        assert self._fd is not None
+    def _write_file(self, part: _OpenPart, data: bytes | memoryview) -> None:
+        assert part.fd is not None
         view = memoryview(data)
         written = 0
         while written < len(view):
-            written += os.write(self._fd, view[written:])
-        self._stored_len += written
+            written += os.write(part.fd, view[written:])
+        part.stored += written
 
-    def _open_part(self) -> None:
-        if not self._dir_ready:
-            self._created_dirs = ensure_dir(self._gen_dir)
-            self._dir_ready = True
-        self._temp = self._gen_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._part_hash = hashlib.sha256()
-        self._part_len = 0
-        self._encoder = self._compression.encoder()
-        self._stored_len = 0
+    def _open_file(self, part: _OpenPart) -> None:
+        with self._dir_lock:
+            if not self._dir_ready:
+                self._created_dirs = ensure_dir(self._gen_dir)
+                self._dir_ready = True
+        part.temp = self._gen_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        part.fd = os.open(part.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
-    def _seal_part(self) -> None:
-        assert self._fd is not None and self._temp is not None
-        self._write_file(self._encoder.finish())
-        compression, stored = self._encoder.compression, self._stored_len
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        index = self._first_index + len(self._records)
-        sha = self._part_hash.hexdigest()
+    def seal(self, index: int) -> None:
+        """Make part `index` durable under its final name: its file and hash
+        are complete (both halves of its last piece ran)."""
+        part = self._parts[index]
+        assert part.fd is not None and part.temp is not None
+        self._write_file(part, part.encoder.finish())
+        compression, stored = part.encoder.compression, part.stored
+        os.fsync(part.fd)
+        os.close(part.fd)
+        part.fd = None
+        sha = part.hash.hexdigest()
         name = part_name(index, sha)
         final = self._gen_dir / name
-        existing = identify_part(final, sha, self._part_len) if final.exists() else None
+        existing = identify_part(final, sha, part.length) if final.exists() else None
         if existing is not None:
             # Same content at the same place: a retry; reuse the existing file,
             # stored as it was (the compression setting may have changed since).
-            os.unlink(self._temp)
+            os.unlink(part.temp)
             compression, stored = existing
         else:
             # New, or a damaged file in the way: ours replaces it.
-            os.rename(self._temp, final)
+            os.rename(part.temp, final)
             self._created.append(final)
-        self._temp = None
-        self._records.append(PartRecord(
-            index, sha, self._part_len, f"{self._gen_rel}/{name}", compression=compression,
-            stored_bytes=None if compression is None else stored))
+        part.temp = None
+        del self._parts[index]
+        self._records[index] = PartRecord(
+            index, sha, part.length, f"{self._gen_rel}/{name}", compression=compression,
+            stored_bytes=None if compression is None else stored)
 
 
 def read_range(path: Path, offset: int, length: int) -> bytes:

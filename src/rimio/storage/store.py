@@ -7,8 +7,9 @@ start, storage/migrate.py), the worker-thread limiter through which every
 blocking call goes, how the steps of a write (storage/writes.py) are spread
 over worker threads, which objects are small enough to live inline in their
 slot's SQLite row, whether new part files are compressed, the read cache of
-small hot objects (invisible above this class: reads check the current head
-in SQLite and take cached bytes only for that head), start-up recovery of
+current heads and small objects' bytes (invisible above this class: every
+change of a head is bracketed by `ReadCache.writing`, and a hit needs no
+worker thread), start-up recovery of
 interrupted writes, and garbage collection of superseded generations.
 Nothing here knows about HTTP or about other nodes.
 """
@@ -53,6 +54,7 @@ from rimio.core.writes import CommitOutcome, Precondition, WriteReport
 from rimio.storage.cache import (
     DEFAULT_READ_CACHE_BYTES,
     DEFAULT_READ_CACHE_MAX_OBJECT_BYTES,
+    CachedObject,
     ReadCache,
     ReadCacheStats,
 )
@@ -63,7 +65,9 @@ from rimio.storage.migrate import has_legacy, migrate_slot
 from rimio.storage.parts import (
     DURABLE_DIRS,
     TEMP_PREFIX,
+    Chunks,
     PartRecord,
+    chunks_of,
     ensure_dir,
     prune_empty_dirs,
     remove_files,
@@ -377,17 +381,38 @@ class LocalStore:
                          write_id=write_id, precondition=precondition, result_for=result_for,
                          generation=generation, hash_object=not streamed, in_row=in_row,
                          compression=self.compression)
-        try:
+        # Every change of a current head is bracketed so (storage/cache.py).
+        with self.read_cache.writing(slot, path):
             if isinstance(content, bytes):
-                return await self._with_slot(slot, _on_disk(seq.run), content, clock())
+                step = _on_disk(self._remembered(seq, seq.run, content))
+                return await self._with_slot(slot, step, content, clock())
             if isinstance(content, Tombstone):
-                return await self._with_slot(slot, _on_disk(seq.run), None, clock())
+                step = _on_disk(self._remembered(seq, seq.run, None))
+                return await self._with_slot(slot, step, None, clock())
             return await self._write_stream(seq, content, clock)
-        finally:
-            # Frees memory early; reads stay correct without it (storage/cache.py).
-            self.read_cache.invalidate(slot, path)
 
-    async def _write_stream(self, seq: LocalWrite, batches: AsyncIterable[bytes],
+    def _remembered(self, seq: LocalWrite, step: Callable[..., WriteReport],
+                    data: bytes | None) -> Callable[..., WriteReport]:
+        """`step(meta, ...)`, a step that commits, then the read cache told
+        what it applied, under the same hold of the slot (so the cache sees
+        the commits of a path in their order). `data` is the content, if in hand."""
+
+        def run(meta: SlotMeta, *args: Any) -> WriteReport:
+            try:
+                report = step(meta, *args)
+            except BaseException:
+                self.read_cache.committed(seq.slot, seq.path, None, (), None)
+                raise
+            if seq.applied is None:
+                self.read_cache.committed(seq.slot, seq.path, None, (), None)
+            else:
+                head, parts = seq.applied
+                self.read_cache.committed(seq.slot, seq.path, head, parts, data)
+            return report
+
+        return run
+
+    async def _write_stream(self, seq: LocalWrite, batches: AsyncIterable[Chunks],
                             clock: Callable[[], float]) -> WriteReport:
         early = await self._with_slot(seq.slot, _on_disk(seq.admit), clock())
         if early is not None:
@@ -396,8 +421,9 @@ class LocalStore:
         try:
             await self._pump(batches, seq, object_hash)
             parts, _, size = await self._thread(_on_disk(seq.seal))
-            report = await self._with_slot(seq.slot, _on_disk(seq.commit), parts,
-                                           object_hash.hexdigest(), size, clock())
+            report = await self._with_slot(seq.slot, _on_disk(self._remembered(seq, seq.commit,
+                                                                                None)),
+                                           parts, object_hash.hexdigest(), size, clock())
         except BaseException:
             await self._abort(seq)
             raise
@@ -405,14 +431,22 @@ class LocalStore:
             await self._abort(seq)
         return report
 
-    async def _pump(self, batches: AsyncIterable[bytes], seq: LocalWrite,
+    async def _pump(self, batches: AsyncIterable[Chunks], seq: LocalWrite,
                     object_hash: hashlib._Hash) -> None:
-        """Receive the next batch while the previous one is written: at most
-        three batches (receiving, queued, writing) are in memory at once. The
-        object hash runs beside the part write, on another worker thread
-        (hashlib releases the GIL), so each byte is hashed twice in the time
-        of once."""
-        send, receive = trio.open_memory_channel[bytes](1)
+        """Receive the next batch while the previous one is written, and seal
+        each full part while the next batches are written.
+
+        A batch is cut into pieces per part; then three worker threads run at
+        once (hashlib and os.write let each other run): the object hash, the
+        part hashes and the part file writes. A part whose bytes are all
+        written and hashed goes to the sealer (fsync, rename) and the next
+        batch starts meanwhile. At most three batches (receiving, queued,
+        writing) and two unsealed full parts are in flight. The head still
+        commits only after every part is sealed and the directory fsynced
+        (`seal` in `_write_stream`)."""
+        send, receive = trio.open_memory_channel[Chunks](1)
+        to_seal, sealing = trio.open_memory_channel[int](1)
+        writer = seq.writer
 
         async def produce() -> None:
             async with send:
@@ -420,12 +454,21 @@ class LocalStore:
                     await send.send(batch)
 
         async def consume() -> None:
-            async with receive:
+            async with receive, to_seal:
                 async for batch in receive:
-                    await _together(partial(self._thread, object_hash.update, batch),
-                                    partial(self._thread, _on_disk(seq.write), batch))
+                    pieces = writer.cut(batch)
+                    await _together(partial(self._thread, _hash_chunks, object_hash, batch),
+                                    partial(self._thread, writer.hash_pieces, pieces),
+                                    partial(self._thread, _on_disk(writer.write_pieces), pieces))
+                    for index in writer.full_parts(pieces):
+                        await to_seal.send(index)
 
-        await _together(produce, consume)
+        async def seal() -> None:
+            async with sealing:
+                async for index in sealing:
+                    await self._thread(_on_disk(writer.seal), index)
+
+        await _together(produce, consume, seal)
 
     async def _abort(self, seq: LocalWrite) -> None:
         """Files first, then the marker; runs even when cancelled."""
@@ -435,40 +478,51 @@ class LocalStore:
 
     async def read_small(self, slot: int, path: str,
                          max_bytes: int) -> tuple[StoredObject | None, bytes | None]:
-        """The current object and, when it is at most `max_bytes`, its bytes (one hop).
+        """The current object and, when it is at most `max_bytes`, its bytes.
 
-        The current head always comes from SQLite; the read cache may then
-        supply the parts and bytes of that very head."""
+        From the read cache when it holds the path (no worker-thread hop, no
+        SQLite read: the node owns its disks, see storage/cache.py), else in
+        one worker-thread call that also fills the cache."""
+        cached = self.read_cache.lookup(slot, path, max_bytes)
+        if cached is not None:
+            return self._from_cache(slot, cached, max_bytes)
 
         def run() -> tuple[StoredObject | None, bytes | None]:
-            with self._cache.acquire(slot) as meta:
-                head = meta.current_head(path)
-                if head is None:
-                    return None, None
-                wanted = not head.deleted and head.size_bytes <= max_bytes
-                cached = self.read_cache.get(slot, head) if head.kind == "meta" else None
-                if cached is not None:
-                    if not wanted:
-                        return StoredObject(head, cached.parts, self.slot_dir(slot)), None
-                    return (StoredObject(head, _inline_loaded(cached.parts, cached.data,
-                                                              head.part_size),
-                                         self.slot_dir(slot)), cached.data)
-                parts = (tuple(meta.parts_of(head, with_data=wanted)) if head.kind == "meta"
-                         else ())
-            obj = StoredObject(head, parts, self.slot_dir(slot))
-            if not wanted or len(parts) != head.part_count:
-                return obj, None
-            data = b"".join(self._part_bytes(obj, p) for p in parts)
-            if self.read_cache.fits(len(data)):
-                bare = tuple(replace(p, data=None) if p.data is not None else p for p in parts)
-                self.read_cache.put(slot, head, bare, data)
-            return obj, data
+            fill = self.read_cache.begin_fill(slot, path)
+            head: Head | None = None
+            parts: tuple[PartRecord, ...] = ()
+            data: bytes | None = None
+            try:
+                with self._cache.acquire(slot) as meta:
+                    head = meta.current_head(path)
+                    if head is None:
+                        return None, None
+                    wanted = not head.deleted and head.size_bytes <= max_bytes
+                    parts = (tuple(meta.parts_of(head, with_data=wanted)) if head.kind == "meta"
+                             else ())
+                obj = StoredObject(head, parts, self.slot_dir(slot))
+                if not wanted or len(parts) != head.part_count:
+                    return obj, None
+                data = b"".join(self._part_bytes(obj, p) for p in parts)
+                return obj, data
+            finally:
+                if len(parts) != (0 if head is None else head.part_count):
+                    head = None  # not kept: the read below reports it as corrupt
+                self.read_cache.finish_fill(fill, head, parts, data)
 
         obj, data = await self._thread(run)
         if obj is not None and len(obj.parts) != obj.head.part_count:
             raise StorageCorrupt(f"{path}: head names {obj.head.part_count} parts, "
                                  f"{len(obj.parts)} are recorded")
         return obj, data
+
+    def _from_cache(self, slot: int, cached: CachedObject,
+                    max_bytes: int) -> tuple[StoredObject, bytes | None]:
+        head = cached.head
+        if head.deleted or head.size_bytes > max_bytes or cached.data is None:
+            return StoredObject(head, cached.parts, self.slot_dir(slot)), None
+        return (StoredObject(head, _inline_loaded(cached.parts, cached.data, head.part_size),
+                             self.slot_dir(slot)), cached.data)
 
     @staticmethod
     def _part_bytes(obj: StoredObject, p: PartRecord) -> bytes:
@@ -516,8 +570,7 @@ class LocalStore:
                     for slot, path, gen, sha in victims:
                         files.setdefault(slot, []).extend(
                             group.slot(slot).forget_head(path, gen, sha))
-                        # A superseded head is never served from the cache (the
-                        # current head would not match); this only frees memory.
+                        # Only current heads are cached; this is a safety net.
                         self.read_cache.invalidate(slot, path, sha)
                 for slot, names in files.items():
                     remove_files(disk / "slots" / str(slot), names)
@@ -620,10 +673,10 @@ class LocalStore:
             return seq.apply(meta, head, parts, inline, write_result, now,
                              busy=key in self._uploading)
 
-        try:
+        # A change of the current head like any write's: reads in progress
+        # must not cache what they read before it (RFC 0009).
+        with self.read_cache.writing(slot, head.path):
             return await self._with_slot(slot, _on_disk(run), clock())
-        finally:
-            self.read_cache.invalidate(slot, head.path)
 
     async def abort_generation(self, slot: int, path: str, generation: int) -> None:
         """Remove what the uploads of the write of `path` at `generation` left:
@@ -746,6 +799,11 @@ def _inline_loaded(parts: tuple[PartRecord, ...], data: bytes,
     a read that loads them from SQLite returns them (ranges need no second hop)."""
     return tuple(replace(p, data=data[p.index * part_size:p.index * part_size + p.size_bytes])
                  if p.inline else p for p in parts)
+
+
+def _hash_chunks(object_hash: hashlib._Hash, batch: Chunks) -> None:
+    for chunk in chunks_of(batch):
+        object_hash.update(chunk)
 
 
 async def _together(*jobs: Callable[[], Awaitable[object]]) -> None:

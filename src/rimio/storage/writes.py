@@ -49,7 +49,7 @@ from rimio.core.replica import PartInfo, PartMissing
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck, WriteReport
 from rimio.storage.compression import NO_COMPRESSION, CompressionPolicy
 from rimio.storage.meta import PendingWrite, SlotMeta
-from rimio.storage.parts import ObjectWriter, PartRecord, remove_files
+from rimio.storage.parts import Chunks, ObjectWriter, PartRecord, remove_files
 
 
 class Tombstone(Enum):
@@ -61,8 +61,9 @@ class Tombstone(Enum):
 TOMBSTONE = Tombstone.TOMBSTONE
 
 # What a write stores: the whole object in hand, batches of a streamed
-# object (in order, each written as it comes), or a deletion.
-Content = bytes | AsyncIterable[bytes] | Tombstone
+# object (in order, each written as it comes; a batch is one buffer or a
+# sequence of received chunks, written without joining them), or a deletion.
+Content = bytes | AsyncIterable[Chunks] | Tombstone
 
 ResultFor = Callable[[Head], dict[str, Any]]
 
@@ -109,6 +110,9 @@ class LocalWrite:
         self._compression = compression
         self._pending: PendingWrite | None = None
         self._writer: ObjectWriter | None = None
+        # The head this write made current and its parts, once committed
+        # (None before, or when it applied nothing): what the read cache keeps.
+        self.applied: tuple[Head, tuple[PartRecord, ...]] | None = None
 
     @property
     def generation(self) -> int | None:
@@ -132,9 +136,14 @@ class LocalWrite:
                                         compression=self._compression)
         return None
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self._writer is not None, "write() before admit() or into a tombstone"
-        self._writer.write(data)
+    def write(self, data: Chunks) -> None:
+        self.writer.write(data)
+
+    @property
+    def writer(self) -> ObjectWriter:
+        """The part writer (after `admit`), for callers that pipeline its steps."""
+        assert self._writer is not None, "no part writer before admit() or for a tombstone"
+        return self._writer
 
     def seal(self) -> tuple[list[PartRecord], str, int]:
         """Make the part files durable; (parts, etag, size). The etag is empty
@@ -151,6 +160,8 @@ class LocalWrite:
         result = self._result_for(head)
         outcome, check = meta.commit(head, parts, now=now, pending_id=self._pending.id,
                                      precondition=self._precondition, result=result)
+        if outcome is CommitOutcome.APPLIED:
+            self.applied = (head, tuple(parts))
         return self._report(outcome, check, result)
 
     def commit_in_row(self, meta: SlotMeta, data: bytes, now: float) -> WriteReport:
@@ -160,13 +171,18 @@ class LocalWrite:
         parts = [] if self._tombstone else inline_parts(data, self._part_size)
         etag = "" if self._tombstone else hashlib.sha256(data).hexdigest()
 
+        built: list[Head] = []
+
         def build(generation: int) -> tuple[Head, dict[str, Any]]:
             head = self._head(generation, parts, etag, len(data), now)
+            built.append(head)
             return head, self._result_for(head)
 
         outcome, check, result = meta.commit_new(
             self.path, self._write_id, build, parts, now=now, generation=self._generation,
             precondition=self._precondition)
+        if outcome is CommitOutcome.APPLIED and built:
+            self.applied = (built[-1], tuple(parts))
         return self._report(outcome, check, result)
 
     @staticmethod
