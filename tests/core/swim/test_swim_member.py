@@ -516,6 +516,22 @@ def test_reconnect_push_pulls_recently_dead_but_not_left_or_expired() -> None:
     assert m.member("p1") is None and m.member("p2") is None  # tombstones reaped
 
 
+def test_reconnect_tries_seeds_no_member_holds_so_islands_merge() -> None:
+    # Two founders paired off while the others were not listening yet: not
+    # alone any more, but seed h3:1 is nobody this node knows.
+    m = Observed(CFG, ME, ME_ADDR, 7, 0.0)
+    m.start(0.0)
+    m.join(0.0, [addr(1), addr(3)])
+    m.handle_frame(0.5, addr(1), fr.Alive("p1", addr(1), 0))
+    at = m.timers[("reconnect", "")]
+    (s,) = sends(m.handle_timer(at, ("reconnect", "")))
+    assert s.to == addr(3) and isinstance(s.frame, fr.PushPullRequest) and s.frame.join
+    # once a member holds that address, the seed is not tried again
+    m.handle_frame(at, addr(3), fr.Alive("p3", addr(3), 0))
+    at = m.timers[("reconnect", "")]
+    assert sends(m.handle_timer(at, ("reconnect", ""))) == []
+
+
 def test_leave_announces_and_stops_probing() -> None:
     m = make(peers=3)
     acts = m.leave(1.0)

@@ -669,6 +669,15 @@ class Member:
         for r in self._sample(dead, 1):
             self._counters.reconnect_attempts += 1
             self._send_push_pull(out, r.address, r.node, join=False)
+        # Founding nodes that start together can pair off before all of them
+        # listen ({1,2} and {3,4}); no longer alone, neither pair would retry
+        # its seeds, and they would stay two clusters. A seed address that no
+        # member of ours holds is tried here until someone there is known.
+        known = {r.address for r in self._table}
+        strangers = [seed for seed in self._seeds if seed not in known]
+        for seed in self._sample(strangers, 1):
+            self._counters.reconnect_attempts += 1
+            self._send_push_pull(out, seed, None, join=True)
 
     def _send_push_pull(self, out: list[Action], addr: str, node: str | None, *,
                         join: bool) -> None:
