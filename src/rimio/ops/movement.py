@@ -159,7 +159,7 @@ class SlotMover:
         in it failed (work may still wait on other nodes)."""
         self.stats.passes += 1
         if self._clock() >= self._next_sweep:
-            await self._sweep(range(self._layout.current.total_slots))
+            await self._sweep(sorted(await self._local.slots_with_data()))
             self._next_sweep = self._clock() + self.settings.sweep_interval
         elif self._dropped:
             await self._sweep(sorted(self._dropped))
