@@ -52,6 +52,7 @@ from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
 from rimio.ops.coordinator import Coordinator, settings_for
+from rimio.ops.movement import SlotMover
 from rimio.ops.objects import ObjectService
 from rimio.ops.replica_service import ReplicaService
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
@@ -131,6 +132,7 @@ class Node:
         self.objects: ObjectService | None = None
         self.layout: LayoutService | None = None
         self.replica: LocalReplica | None = None
+        self.mover: SlotMover | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -177,6 +179,7 @@ class Node:
             storage = self.config.cluster.storage
             self.replica = LocalReplica(self.store, self.node_id)
             coordinator = self._build_coordinator(layout, membership, peers, self.replica)
+            mover = SlotMover(coordinator.ctx, layout, self.replica)
             objects = ObjectService(self.config, self.store, peers=peers, liveness=membership,
                                     placement=layout, coordinator=coordinator)
             replicas = ReplicaService(self.replica, max_object_bytes=storage.max_object_bytes,
@@ -193,8 +196,10 @@ class Node:
                 keyring=self.keyring,
                 max_frame_size=self.config.cluster.swim_config().max_frame_size,
                 replicas=replicas,
+                movement=mover.progress,
             )
             self.membership, self.objects, self.layout = membership, objects, layout
+            self.mover = mover
             limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,
                                     min_body_rate=server.min_body_rate_bytes_per_second,
                                     body_grace=server.body_rate_grace_seconds)
@@ -205,7 +210,7 @@ class Node:
             app = with_access(limited, access.tokens if access else None)
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(self._serve, app, self._hypercorn_config(listener))
-            await nursery.start(self._run_background, membership, layout, coordinator)
+            await nursery.start(self._run_background, membership, layout, coordinator, mover)
         except BaseException as exc:
             self._shutdown.set()
             self._background.cancel()
@@ -368,17 +373,18 @@ class Node:
                            refresh_layout=layout.refresh)
 
     async def _run_background(self, membership: MembershipService, layout: LayoutService,
-                              coordinator: Coordinator, *,
+                              coordinator: Coordinator, mover: SlotMover, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                               ) -> None:
         """Membership, the layout exchange, the coordinator's background work
-        (read repair), slot-cache eviction and GC, under
+        (read repair), slot movement, slot-cache eviction and GC, under
         one cancel scope that `__aexit__` cancels."""
         with self._background:
             async with trio.open_nursery() as background:
                 await background.start(membership.run)
                 await background.start(layout.run)
                 await background.start(coordinator.run)
+                await background.start(mover.run)
                 await background.start(self.store.run_evictor)
                 background.start_soon(self._gc_loop)
                 task_status.started()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ class NodeView:
     max_frame_size: int = 1 << 20
     # This node's replica for the replica protocol's routes (None: not served).
     replicas: ReplicaService | None = None
+    # Slot movement's progress (None: the node runs no mover).
+    movement: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -69,6 +72,15 @@ class NodeView:
                             "status": "unknown", "incarnation": 0,
                             "role": member.role.value, "slots": len(layout.held_by(node_id))})
         return out
+
+    def node_stats(self) -> dict[str, Any]:
+        """`GET /internal/v1/stats`: the storage engine's counters and, when
+        the node moves slots, `movement` (slots copied and dropped, heads and
+        bytes copied, the backlog)."""
+        stats = self.objects.storage_stats()
+        if self.movement is not None:
+            stats["movement"] = self.movement()
+        return stats
 
     def cluster_state(self) -> dict[str, Any]:
         """`GET /api/v1/cluster`: the layout's version, R and W, and how many

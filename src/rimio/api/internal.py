@@ -61,6 +61,7 @@ class InternalNode(Protocol):
     @property
     def max_frame_size(self) -> int: ...
     def cluster_state(self) -> dict[str, Any]: ...
+    def node_stats(self) -> dict[str, Any]: ...
     def bootstrap_state(self) -> dict[str, Any]: ...
     def gossip_seeds(self) -> list[str]: ...
 
@@ -181,9 +182,9 @@ class InternalHandlers:
 
     async def stats(self) -> Response:
         """Counters of this node's storage engine (metadata databases opened,
-        created and evicted; read cache hits and misses)."""
+        created and evicted; read cache hits and misses) and of slot movement."""
         await self.authenticated_body()
-        return json_response(self._node.objects.storage_stats())
+        return json_response(self._node.node_stats())
 
     async def bootstrap(self) -> Response:
         await self.authenticated_body(any_destination=True)

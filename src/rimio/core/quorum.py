@@ -43,6 +43,11 @@ class SlotPlan:
         return max(1, min(self.write_quorum, len(group)))
 
     @property
+    def target_quorum(self) -> int:
+        """W capped by the number of targets: the applies a write needs among them."""
+        return self._needed(self.targets)
+
+    @property
     def read_quorum(self) -> int:
         """Answers a read needs: |read_set| - W + 1, at least 1."""
         return max(1, len(self.read_set) - self._needed(self.read_set) + 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -66,14 +67,18 @@ class ReadRepair:
         return run
 
 
-async def repair_replica(ctx: Coordination, node: str, obj: CoordinatedObject) -> None:
-    """Bring `node` up to `obj.head`, reading its bytes from `obj.holders`."""
+async def repair_replica(ctx: Coordination, node: str, obj: CoordinatedObject, *,
+                         write_result: dict[str, Any] | None = None) -> int:
+    """Bring `node` up to `obj.head`, reading its bytes from `obj.holders`
+    (part by part, falling back to the next holder); `write_result` is
+    recorded with the head there (slot movement carries the latest write's).
+    Returns the bytes sent."""
     head = obj.head
     plan = ctx.plan_for(head.slot_id)
     target = ctx.replica_for(node)
     if head.deleted:
-        await target.apply_head(head, (), None, None, plan.layout_version)
-        return
+        await target.apply_head(head, (), None, write_result, plan.layout_version)
+        return 0
     whole = hashlib.sha256()
     if head.size_bytes <= ctx.settings.inline_max_bytes:
         data = b""
@@ -81,8 +86,8 @@ async def repair_replica(ctx: Coordination, node: str, obj: CoordinatedObject) -
             data = b"".join([c async for c in _hashed(
                 read_coordinated(ctx, obj, 0, head.size_bytes - 1), whole)])
         _check(whole, head.etag, head.path)
-        await target.apply_head(head, (), data, None, plan.layout_version)
-        return
+        await target.apply_head(head, (), data, write_result, plan.layout_version)
+        return len(data)
     parts: list[PartInfo] = []
     try:
         for index in range(head.part_count):
@@ -99,7 +104,8 @@ async def repair_replica(ctx: Coordination, node: str, obj: CoordinatedObject) -
             except Exception as exc:
                 log.info("abort of a repair of %s on %s failed: %s", head.path, node, exc)
         raise
-    await target.apply_head(head, parts, None, None, plan.layout_version)
+    await target.apply_head(head, parts, None, write_result, plan.layout_version)
+    return head.size_bytes
 
 
 async def _hashed(chunks: AsyncIterator[bytes], whole: hashlib._Hash) -> AsyncIterator[bytes]:

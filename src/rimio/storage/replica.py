@@ -84,6 +84,10 @@ class LocalReplica:
             return await self._store.list_heads(prefix, after, limit, include_deleted=True)
         return await self._store.slot_heads(slot, prefix, after, limit)
 
+    async def slots_with_data(self) -> set[int]:
+        """The slots this node has rows of (what the mover sweeps)."""
+        return await self._store.slots_with_data()
+
     async def drop_slot(self, slot: int) -> None:
         """Remove every head and part of `slot` here (the mover, once it moved away)."""
         await self._store.drop_slot(slot)

@@ -743,6 +743,19 @@ class LocalStore:
         finally:
             reader.close()
 
+    async def slots_with_data(self) -> set[int]:
+        """The slots that have rows on this node (heads, parts, markers): one
+        skip-scan per group database."""
+
+        def scan() -> set[int]:
+            found: set[int] = set()
+            for path in self._cache.groups():
+                with self._cache.acquire_group(path) as group:
+                    found.update(group.slots())
+            return found
+
+        return await self._thread(scan)
+
     async def drop_slot(self, slot: int) -> None:
         """Remove every row and file of `slot` (it moved to other nodes).
 

@@ -204,6 +204,8 @@ class LocalCluster:
         name: str = "local",
         key_file: Path | None = None,
         insecure: bool = False,
+        total_slots: int | None = None,
+        storage: StorageConfig | None = None,
     ) -> None:
         if transport not in ("http", "memory"):
             raise ValueError("transport must be 'http' or 'memory'")
@@ -217,8 +219,10 @@ class LocalCluster:
         overrides = dict(FAST_MEMBERSHIP if membership is None else membership)
         self.cluster = ClusterConfig(
             name=name, nodes=tuple(specs),
-            replication=ReplicationConfig(replicas=replicas, min_write_replicas=None),
-            storage=StorageConfig(gc_interval_seconds=3600.0),
+            replication=ReplicationConfig(
+                replicas=replicas, min_write_replicas=None,
+                **({} if total_slots is None else {"total_slots": total_slots})),
+            storage=storage or StorageConfig(gc_interval_seconds=3600.0),
             key_file=key_file,
             insecure=insecure,
             membership=tuple(sorted(overrides.items())),
