@@ -17,12 +17,15 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -46,6 +49,24 @@ log = logging.getLogger("rimio.node")
 
 TransportFactory = Callable[[str], Transport]
 """Builds a node's gossip transport from the node's final address."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class InMemoryIO:
+    """What a node uses instead of sockets, worker threads and the host's
+    clock when it runs inside a deterministic simulation (`rimio.testing.chaos`).
+
+    With it the node binds no port and runs no HTTP server: its ASGI app is
+    `Node.app`, which the simulated network calls. `peer_transport` carries
+    its requests to other nodes, `wall_clock` is its (possibly skewed) clock,
+    `rng` seeds its membership, and disk work runs on the trio thread.
+    """
+
+    peer_transport: httpx.AsyncBaseTransport
+    wall_clock: Callable[[], float]
+    rng: random.Random
 
 
 def bind_listener(addr: Address) -> socket.socket:
@@ -82,11 +103,14 @@ class Node:
     """
 
     def __init__(self, config: NodeConfig, *, seeds: Sequence[str] = (),
-                 make_transport: TransportFactory | None = None) -> None:
+                 make_transport: TransportFactory | None = None,
+                 in_memory: InMemoryIO | None = None) -> None:
         config.cluster.check_keyed()
         self.config = config
         self._extra_seeds = list(seeds)
         self._make_transport = make_transport
+        self._in_memory = in_memory
+        self._wall_clock = in_memory.wall_clock if in_memory is not None else time.time
         # One ring object for the node's lifetime: the gossip sealing, the peer
         # client and the internal-API verifier all read it at each use, and
         # `reload_keys` swaps its keys in place.
@@ -102,6 +126,7 @@ class Node:
             read_cache_bytes=storage.read_cache_bytes,
             read_cache_max_object_bytes=storage.read_cache_max_object_bytes,
             compression=storage.compression, compression_level=storage.compression_level,
+            inline_io=in_memory is not None,
         )
         self.address: Address = config.spec.advertise_addr
         # Built by `__aenter__`, once the address is final.
@@ -112,6 +137,12 @@ class Node:
         self._background = trio.CancelScope()
         self._server_scope = trio.CancelScope()
         self._inflight: InFlight | None = None
+
+    @property
+    def app(self) -> InFlight:
+        """The node's ASGI app (what its HTTP server serves); set once entered."""
+        assert self._inflight is not None, "the node is not running"
+        return self._inflight
 
     @property
     def node_id(self) -> str:
@@ -127,27 +158,31 @@ class Node:
         for disk in spec.disks:
             check_disk_usable(disk)
         # Binding is also the port check: nothing is written yet if it fails.
-        listener = bind_listener(spec.bind_addr)
+        listener = bind_listener(spec.bind_addr) if self._in_memory is None else None
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
-        stack.callback(listener.close)  # a no-op once hypercorn owns the socket
+        if listener is not None:
+            stack.callback(listener.close)  # a no-op once hypercorn owns the socket
         try:
-            if spec.bind_addr.port == 0:
+            if listener is not None and spec.bind_addr.port == 0:
                 self.address = Address(spec.advertise_addr.host, listener.getsockname()[1])
             for disk in spec.disks:
-                fd = await trio.to_thread.run_sync(lock_disk, disk)
+                fd = await self._blocking(lock_disk, disk)
                 stack.callback(os.close, fd)
             await self.store.open()
             stack.push_async_callback(self.store.close)
-            incarnation = await trio.to_thread.run_sync(claim_disk, spec.disks[0], self.node_id)
+            incarnation = await self._blocking(claim_disk, spec.disks[0], self.node_id)
             transport = self._build_transport()
             stack.push_async_callback(transport.aclose)  # after the nursery is gone
             membership = self._build_membership(transport, incarnation)
             server = self.config.cluster.server
             peers = PeerClient(self.keyring, max_connections=server.forward_pool_connections,
-                               pool_timeout=server.forward_pool_timeout_seconds)
+                               pool_timeout=server.forward_pool_timeout_seconds,
+                               transport=(self._in_memory.peer_transport
+                                          if self._in_memory is not None else None))
             stack.push_async_callback(peers.aclose)
-            objects = ObjectService(self.config, self.store, peers=peers, liveness=membership)
+            objects = ObjectService(self.config, self.store, self._wall_clock, peers=peers,
+                                    liveness=membership)
             view = NodeView(
                 node_id=self.node_id,
                 cluster=self.config.cluster,
@@ -166,7 +201,9 @@ class Node:
             # token is refused before it takes an in-flight slot.
             self._inflight = InFlight(with_access(limited, access.tokens if access else None))
             nursery = await stack.enter_async_context(trio.open_nursery())
-            await nursery.start(self._serve, self._inflight, self._hypercorn_config(listener))
+            if listener is not None:
+                await nursery.start(self._serve, self._inflight,
+                                    self._hypercorn_config(listener))
             await nursery.start(self._run_background, membership)
         except BaseException as exc:
             self._shutdown.set()
@@ -236,6 +273,12 @@ class Node:
     async def wait_stopped(self) -> None:
         await self._shutdown.wait()
 
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking call, in a worker thread (inline when simulated)."""
+        if self._in_memory is not None:
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
     def _build_transport(self) -> Transport:
         address = str(self.address)
         if self._make_transport is not None:
@@ -249,7 +292,8 @@ class Node:
         seeds += [s for s in self._extra_seeds if s not in seeds]
         return MembershipService(self.config.cluster.swim_config(), self.node_id,
                                  str(self.address), transport, seeds=seeds,
-                                 keyring=self.keyring, incarnation=incarnation)
+                                 keyring=self.keyring, incarnation=incarnation,
+                                 rng=self._in_memory.rng if self._in_memory else None)
 
     def _hypercorn_config(self, listener: socket.socket) -> HypercornConfig:
         server = self.config.cluster.server
@@ -290,7 +334,8 @@ class Node:
         while True:
             await trio.sleep(storage.gc_interval_seconds)
             try:
-                removed = await self.store.collect_garbage(time.time() - storage.gc_grace_seconds)
+                removed = await self.store.collect_garbage(
+                    self._wall_clock() - storage.gc_grace_seconds)
             except Exception:
                 log.exception("garbage collection failed")
                 continue

@@ -167,6 +167,20 @@ def test_410_without_generation_after_a_put_is_stale() -> None:
             ] == ["stale_read"]
 
 
+def test_410_without_generation_after_a_later_delete_is_fine() -> None:
+    o = Ops()
+    o.put("x", 0, 1, A, 1)
+    o.delete("x", 2, 3, 2)
+    o.get("x", 4, 5, Version(0, True))
+    assert check(History(o.ops, replicas={"n1": {7: [tomb("x", 2)]}})) == []
+    o = Ops()
+    o.put("x", 0, 1, A, 3)
+    o.delete("x", 2, 3, 2)  # an older delete cannot explain it
+    o.get("x", 4, 5, Version(0, True))
+    found = check(History(o.ops, replicas={"n1": {7: [meta("x", 3, A)]}}))
+    assert [v.rule for v in found] == ["stale_read"]
+
+
 def test_stale_listing_is_flagged() -> None:
     o, h = clean()
     o.add(OpKind.LIST, "", 9, 10, listing=(("x", Version(1, False, A)),))  # z missing too

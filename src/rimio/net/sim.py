@@ -140,27 +140,40 @@ class SimNetwork:
         """Deliver `data` after the link's delay. `reliable` frames (push-pull,
         which travels over a stream that retransmits) are not lost at random;
         partitions still stop them."""
-        self.stats.sent += 1
         self.stats.bytes_sent += len(data)
         self.stats.bytes_by_sender[src] += len(data)
         self.stats.bytes_by_kind[kind] += len(data)
+        for delay in self.delays(src, dst, reliable=reliable):
+            self.schedule(self.now + delay, lambda t: self._deliver(t, src, dst, data))
+
+    def blocked(self, src: str, dst: str) -> bool:
+        """Whether a partition cuts the link from `src` to `dst`."""
+        return (src, dst) in self._blocked
+
+    def delays(self, src: str, dst: str, *, reliable: bool = False) -> list[float]:
+        """The fate of one message from `src` to `dst`, drawn from the seeded
+        generator: one delay per copy delivered, none when it is lost or cut
+        by a partition. Counted in `stats` (but for bytes: see `send`)."""
+        self.stats.sent += 1
         if (src, dst) in self._blocked:
             self.stats.partitioned += 1
-            return
+            return []
         link = self._links.get((src, dst), self.default)
         rng = self._rng
         if link.loss and not reliable and rng.random() < link.loss:
             self.stats.lost += 1
-            return
+            return []
         copies = 1
         if link.duplicate and rng.random() < link.duplicate:
             copies = 2
             self.stats.duplicated += 1
+        out = []
         for _ in range(copies):
             delay = link.latency + rng.uniform(0.0, link.jitter)
             if link.reorder and rng.random() < link.reorder:
                 delay += rng.uniform(0.0, link.reorder_delay)
-            self.schedule(self.now + delay, lambda t: self._deliver(t, src, dst, data))
+            out.append(delay)
+        return out
 
     def _deliver(self, now: float, src: str, dst: str, data: bytes) -> None:
         receiver = self._receivers.get(dst)

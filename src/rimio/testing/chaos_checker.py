@@ -280,8 +280,9 @@ def _stale_reads(ops: Sequence[Op]) -> list[Violation]:
             assert write.version is not None
             got = seen.get(write.path, ABSENT)
             if got.deleted and got.generation == 0:
-                # a 410 that did not say its generation: it is at least a delete
-                if write.kind is OpKind.DELETE:
+                # A 410 that did not say its generation: fine if a delete that
+                # may be at least as new as the write had begun by then.
+                if _some_delete_covers(ops, write, read):
                     continue
             elif got.generation >= write.version.generation:
                 continue
@@ -289,6 +290,22 @@ def _stale_reads(ops: Sequence[Op]) -> list[Violation]:
                                  f"{read.kind} saw {got}, after {write.version} was "
                                  "acknowledged", (write, read)))
     return out
+
+
+def _some_delete_covers(ops: Sequence[Op], write: Op, read: Op) -> bool:
+    """Whether a DELETE of the write's path, begun before `read` ended, may have
+    left a tombstone at least as new as `write` (acknowledged at or above its
+    generation, or of unknown outcome)."""
+    assert write.version is not None
+    for op in ops:
+        if op.kind is not OpKind.DELETE or op.path != write.path or op.invoked >= read.completed:
+            continue
+        if op.outcome is Outcome.UNKNOWN:
+            return True
+        if (op.outcome is Outcome.OK and op.version is not None
+                and op.version.generation >= write.version.generation):
+            return True
+    return False
 
 
 def _generations_backwards(applied: Sequence[Applied]) -> list[Violation]:
