@@ -42,6 +42,7 @@ LAG_SAMPLE_INTERVAL = 0.1
 
 MemberListener = Callable[[MemberChanged], None]
 UserListener = Callable[[UserMessage], None]
+SendListener = Callable[[Send, int], None]
 
 
 class MembershipService:
@@ -74,6 +75,7 @@ class MembershipService:
         self._cap_logged = False
         self.member_listeners: list[MemberListener] = []
         self.user_listeners: list[UserListener] = []
+        self.send_listeners: list[SendListener] = []  # (action, bytes on the wire)
         # A stalled event loop, as the simulator plays it (`pause`/`resume`).
         self._paused_since: float | None = None
         self._held: list[tuple[str, bytes]] = []
@@ -107,6 +109,12 @@ class MembershipService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. Reports started once the timers are armed."""
+        try:
+            await self._serve(task_status)
+        finally:
+            self._nursery = None  # frames that arrive from now on are dropped
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             now = trio.current_time()
@@ -224,6 +232,11 @@ class MembershipService:
 
     # -- actions -----------------------------------------------------------------
 
+    def apply(self, actions: list[Action]) -> None:
+        """Carry out actions of this node's member that a caller obtained by
+        driving it directly (a simulation injecting a frame)."""
+        self._execute(actions)
+
     def _execute(self, actions: list[Action]) -> None:
         if self._member.members_refused and not self._cap_logged:
             self._cap_logged = True
@@ -231,7 +244,9 @@ class MembershipService:
                         "about new members are ignored", self.config.max_members)
         for action in actions:
             if isinstance(action, Send):
-                assert self._nursery is not None
+                if self._nursery is None:  # not running (any more): nothing goes out
+                    self.counters["dropped_not_running"] += 1
+                    continue
                 self._nursery.start_soon(self._send, action)
             elif isinstance(action, SetTimer):
                 self._set_timer(action.at, action.key)
@@ -246,6 +261,8 @@ class MembershipService:
 
     async def _send(self, action: Send) -> None:
         data = self._seal(action.frame)
+        for listener in self.send_listeners:
+            listener(action, len(data))
         try:
             if action.stream:
                 reply = await self._transport.request_stream(action.to, data, node=action.node)

@@ -29,9 +29,7 @@ How determinism is achieved
   schedule's; and trio's own scheduler, which shuffles the order of ready
   tasks with `trio._core._run._r`, is seeded at the start of the run after
   switching on its deterministic mode (each batch sorted by task creation
-  before the shuffle, as under Hypothesis). These are trio private names
-  (checked with trio 0.35); `_seed_trio_scheduler` is the one place that
-  touches them.
+  before the shuffle, as under Hypothesis): `rimio.testing.determinism`.
 * The cyclic garbage collector is off during a run (and run before it):
   the finalizers it calls at unpredictable points (async generators' among
   them, which trio turns into tasks) would change the schedule.
@@ -87,6 +85,7 @@ from rimio.testing.chaos_checker import (
     Violation,
     check,
 )
+from rimio.testing.determinism import seed_trio_scheduler
 
 __all__ = [
     "ChaosCluster",
@@ -755,25 +754,13 @@ def run_seed(seed: int, params: ChaosParams | None = None, base_dir: Path | None
     gc.collect()
     gc.disable()
     try:
-        _seed_trio_scheduler(seed)
+        seed_trio_scheduler(seed)
         clock = trio.testing.MockClock(autojump_threshold=0)
         return trio.run(play, seed, root, params, clock=clock)
     finally:
         gc.enable()
         if own:
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _seed_trio_scheduler(seed: int) -> None:
-    """Make trio's choice of which ready task runs first a function of `seed`.
-
-    trio shuffles each batch of ready tasks with `trio._core._run._r`; the
-    batch's order before the shuffle depends on memory addresses (deadline
-    ties, sets of tasks), so it is first sorted by task creation order — the
-    switch trio itself flips when Hypothesis is imported."""
-    run = trio._core._run
-    setattr(run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 - a Final in trio
-    run._r.seed(seed)
 
 
 def _scratch() -> str | None:
