@@ -18,6 +18,19 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """The seeded chaos suite (tests/sim/test_chaos.py) with more seeds:
+    `nox -s chaos -- --seeds 10000`, `--first-seed K` to start elsewhere,
+    `--seed S` to replay one; other arguments go to pytest."""
+    session.install("-e", ".[test]")
+    args = list(session.posargs)
+    renamed = {"--seeds": "--chaos-seeds", "--first-seed": "--chaos-first-seed",
+               "--seed": "--chaos-seed"}
+    args = [renamed.get(a, a) for a in args]
+    session.run("pytest", "tests/sim/test_chaos.py", "-q", "-p", "no:cacheprovider", *args)
+
+
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """The fuzz tests with many more examples: schemathesis against a live
     node, hypothesis against the config parser. `FUZZ_EXAMPLES` (default 500

@@ -18,12 +18,16 @@ import errno
 import functools
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -39,6 +43,7 @@ from rimio.cluster.layout import (
     LayoutService,
     empty_layout,
     founding_layout,
+    write_layout_file,
 )
 from rimio.cluster.layout_client import LayoutClient
 from rimio.cluster.membership import MembershipService
@@ -64,6 +69,24 @@ log = logging.getLogger("rimio.node")
 TransportFactory = Callable[[str, KeyRing | None], Transport]
 """Builds a node's gossip transport from the node's final address and its key
 ring (the node's one ring, so a SIGHUP reload reaches the transport too)."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class InMemoryIO:
+    """What a node uses instead of sockets, worker threads and the host's
+    clock when it runs inside a deterministic simulation (`rimio.testing.chaos`).
+
+    With it the node binds no port and runs no HTTP server: its ASGI app is
+    `Node.app`, which the simulated network calls. `peer_transport` carries
+    its requests to other nodes, `wall_clock` is its (possibly skewed) clock,
+    `rng` seeds its membership, and disk work runs on the trio thread.
+    """
+
+    peer_transport: httpx.AsyncBaseTransport
+    wall_clock: Callable[[], float]
+    rng: random.Random
 
 
 def bind_listener(addr: Address) -> socket.socket:
@@ -104,12 +127,15 @@ class Node:
 
     def __init__(self, config: NodeConfig, *, seeds: Sequence[str] = (),
                  make_transport: TransportFactory | None = None,
-                 joining: bool | None = None) -> None:
+                 joining: bool | None = None,
+                 in_memory: InMemoryIO | None = None) -> None:
         config.cluster.check_keyed()
         self.config = config
         self._extra_seeds = list(seeds)
         self._joining = bool(seeds) if joining is None else joining
         self._make_transport = make_transport
+        self._in_memory = in_memory
+        self._wall_clock = in_memory.wall_clock if in_memory is not None else time.time
         # One ring object for the node's lifetime: the gossip sealing, the peer
         # client and the internal-API verifier all read it at each use, and
         # `reload_keys` swaps its keys in place.
@@ -125,6 +151,7 @@ class Node:
             read_cache_bytes=storage.read_cache_bytes,
             read_cache_max_object_bytes=storage.read_cache_max_object_bytes,
             compression=storage.compression, compression_level=storage.compression_level,
+            inline_io=in_memory is not None,
         )
         self.address: Address = config.spec.advertise_addr
         # Built by `__aenter__`, once the address is final.
@@ -138,6 +165,13 @@ class Node:
         self._background = trio.CancelScope()
         self._server_scope = trio.CancelScope()
         self._limits: RequestLimits | None = None
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        """The node's ASGI app (what its HTTP server serves); set once entered."""
+        assert self._app is not None, "the node is not running"
+        return self._app
 
     @property
     def node_id(self) -> str:
@@ -153,35 +187,41 @@ class Node:
         for disk in spec.disks:
             check_disk_usable(disk)
         # Binding is also the port check: nothing is written yet if it fails.
-        listener = bind_listener(spec.bind_addr)
+        listener = bind_listener(spec.bind_addr) if self._in_memory is None else None
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
-        stack.callback(listener.close)  # a no-op once hypercorn owns the socket
+        if listener is not None:
+            stack.callback(listener.close)  # a no-op once hypercorn owns the socket
         try:
-            if spec.bind_addr.port == 0:
+            if listener is not None and spec.bind_addr.port == 0:
                 self.address = Address(spec.advertise_addr.host, listener.getsockname()[1])
             for disk in spec.disks:
-                fd = await trio.to_thread.run_sync(lock_disk, disk)
+                fd = await self._blocking(lock_disk, disk)
                 stack.callback(os.close, fd)
             await self.store.open()
             stack.push_async_callback(self.store.close)
-            incarnation = await trio.to_thread.run_sync(claim_disk, spec.disks[0], self.node_id)
+            incarnation = await self._blocking(claim_disk, spec.disks[0], self.node_id)
             transport = self._build_transport()
             stack.push_async_callback(transport.aclose)  # after the nursery is gone
             membership = self._build_membership(transport, incarnation)
             server = self.config.cluster.server
             peers = PeerClient(self.keyring, max_connections=server.forward_pool_connections,
-                               pool_timeout=server.forward_pool_timeout_seconds)
+                               pool_timeout=server.forward_pool_timeout_seconds,
+                               transport=(self._in_memory.peer_transport
+                                          if self._in_memory is not None else None))
             stack.push_async_callback(peers.aclose)
-            layout_client = LayoutClient(self.keyring, source=self.node_id)
+            layout_client = LayoutClient(
+                self.keyring, source=self.node_id,
+                transport=self._in_memory.peer_transport if self._in_memory else None)
             stack.push_async_callback(layout_client.aclose)
             layout = await self._build_layout(membership, layout_client)
             storage = self.config.cluster.storage
             self.replica = LocalReplica(self.store, self.node_id)
             coordinator = self._build_coordinator(layout, membership, peers, self.replica)
             mover = SlotMover(coordinator.ctx, layout, self.replica)
-            objects = ObjectService(self.config, self.store, peers=peers, liveness=membership,
-                                    placement=layout, coordinator=coordinator)
+            objects = ObjectService(self.config, self.store, self._wall_clock, peers=peers,
+                                    liveness=membership, placement=layout,
+                                    coordinator=coordinator)
             replicas = ReplicaService(self.replica, max_object_bytes=storage.max_object_bytes,
                                       inline_max_bytes=self.store.inline_max_bytes,
                                       # looked up per request, so a test can stand in for the layout
@@ -209,7 +249,9 @@ class Node:
             # token is refused before it takes an in-flight slot.
             app = with_access(limited, access.tokens if access else None)
             nursery = await stack.enter_async_context(trio.open_nursery())
-            await nursery.start(self._serve, app, self._hypercorn_config(listener))
+            self._app = app
+            if listener is not None:
+                await nursery.start(self._serve, app, self._hypercorn_config(listener))
             await nursery.start(self._run_background, membership, layout, coordinator, mover)
         except BaseException as exc:
             self._shutdown.set()
@@ -279,6 +321,15 @@ class Node:
     async def wait_stopped(self) -> None:
         await self._shutdown.wait()
 
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking call, in a worker thread (inline when simulated)."""
+        if self._in_memory is not None:
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def _write_layout_file(self, path: Path, data: bytes) -> None:
+        await self._blocking(write_layout_file, path, data)
+
     def _build_transport(self) -> Transport:
         address = str(self.address)
         if self._make_transport is not None:
@@ -292,7 +343,8 @@ class Node:
         seeds += [s for s in self._extra_seeds if s not in seeds]
         return MembershipService(self.config.cluster.swim_config(), self.node_id,
                                  str(self.address), transport, seeds=seeds,
-                                 keyring=self.keyring, incarnation=incarnation)
+                                 keyring=self.keyring, incarnation=incarnation,
+                                 rng=self._in_memory.rng if self._in_memory else None)
 
     async def _build_layout(self, membership: MembershipService,
                             client: LayoutClient) -> LayoutService:
@@ -303,7 +355,7 @@ class Node:
         swim = cluster.swim_config()
         state_file = self.config.spec.disks[0] / LAYOUT_FILE
         try:
-            persisted = await trio.to_thread.run_sync(functools.partial(
+            persisted = await self._blocking(functools.partial(
                 LayoutService.load, state_file, cluster=cluster.name,
                 max_frame_size=swim.max_frame_size))
         except (FrameError, OSError) as exc:
@@ -320,7 +372,9 @@ class Node:
             self.node_id, initial, cluster=cluster.name, state_file=state_file,
             exchanger=client, reachable=membership.is_reachable, live_address=live_address,
             interval=min(DEFAULT_EXCHANGE_INTERVAL, swim.push_pull_interval),
-            max_frame_size=swim.max_frame_size)
+            max_frame_size=swim.max_frame_size,
+            rng=self._in_memory.rng if self._in_memory else None,
+            write_file=self._write_layout_file)
         if joining:
             seeds = set(self._extra_seeds)
             via = sorted(((n.node_id, str(n.advertise_addr)) for n in cluster.nodes
@@ -394,7 +448,8 @@ class Node:
         while True:
             await trio.sleep(storage.gc_interval_seconds)
             try:
-                removed = await self.store.collect_garbage(time.time() - storage.gc_grace_seconds)
+                removed = await self.store.collect_garbage(
+                    self._wall_clock() - storage.gc_grace_seconds)
             except Exception:
                 log.exception("garbage collection failed")
                 continue

@@ -17,7 +17,7 @@ import trio.testing
 from rimio.core import frames as fr
 from rimio.core.frames import Status
 from rimio.core.swim import SwimConfig
-from rimio.net.sim import LinkProfile, SimCluster, SimTimeout
+from rimio.testing.simcluster import LinkProfile, SimCluster, SimTimeout
 
 pytestmark = pytest.mark.sim
 

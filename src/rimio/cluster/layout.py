@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -85,7 +85,7 @@ def empty_layout(cluster: ClusterConfig) -> Layout:
                         write_quorum=replication.min_write_replicas)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_layout_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -99,15 +99,23 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+async def _write_in_thread(path: Path, data: bytes) -> None:
+    await trio.to_thread.run_sync(write_layout_file, path, data)
+
+
 class LayoutService:
     def __init__(self, node_id: str, layout: Layout, *, cluster: str, state_file: Path,
                  exchanger: LayoutExchanger | None = None,
                  reachable: Callable[[str], bool] = lambda node_id: True,
                  live_address: Callable[[str], str | None] = lambda node_id: None,
                  interval: float = DEFAULT_EXCHANGE_INTERVAL, max_frame_size: int = 1 << 20,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 write_file: Callable[[Path, bytes], Awaitable[None]] | None = None) -> None:
+        """`write_file` persists the layout (default: atomically, in a worker
+        thread; the deterministic simulation runs it inline)."""
         self.node_id = node_id
         self._layout = layout
+        self._write_file = write_file or _write_in_thread
         self._cluster = cluster
         self._state_file = state_file
         self._exchanger = exchanger
@@ -169,7 +177,7 @@ class LayoutService:
         if layout is self._layout or layout == self._layout:
             return False
         data = encode_layout(layout, cluster=self._cluster)
-        await trio.to_thread.run_sync(_write_atomically, self._state_file, data)
+        await self._write_file(self._state_file, data)
         before = self._layout
         self._layout = layout
         if before.role(self.node_id) is not layout.role(self.node_id):
@@ -184,7 +192,7 @@ class LayoutService:
     async def save(self) -> None:
         """Persist the current layout (a founder's first start)."""
         data = self.frame()
-        await trio.to_thread.run_sync(_write_atomically, self._state_file, data)
+        await self._write_file(self._state_file, data)
 
     async def update(self, change: Callable[[Layout], Layout]) -> Layout:
         """Apply a local transition (LayoutError if not allowed), persist, push."""

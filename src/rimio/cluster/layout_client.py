@@ -24,12 +24,14 @@ class LayoutExchangeError(Exception):
 
 class LayoutClient:
     def __init__(self, keyring: KeyRing | None, *, source: str = "",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         """`source` (this node's id) goes along as `?from=`, so the receiver
         does not push the news it learns back to us."""
         self._keyring = keyring
         self._target = f"{LAYOUT_PATH}?{urlencode({'from': source})}" if source else LAYOUT_PATH
-        self._client = httpx.AsyncClient(timeout=timeout,
+        # `transport`: the simulated network of `rimio.testing.chaos`.
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport,
                                          limits=httpx.Limits(max_connections=16))
 
     async def exchange(self, address: str, node_id: str, frame: bytes) -> bytes:

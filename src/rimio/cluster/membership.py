@@ -42,6 +42,7 @@ LAG_SAMPLE_INTERVAL = 0.1
 
 MemberListener = Callable[[MemberChanged], None]
 UserListener = Callable[[UserMessage], None]
+SendListener = Callable[[Send, int], None]
 
 
 class MembershipService:
@@ -74,6 +75,11 @@ class MembershipService:
         self._cap_logged = False
         self.member_listeners: list[MemberListener] = []
         self.user_listeners: list[UserListener] = []
+        self.send_listeners: list[SendListener] = []  # (action, bytes on the wire)
+        # A stalled event loop, as the simulator plays it (`pause`/`resume`).
+        self._paused_since: float | None = None
+        self._held: list[tuple[str, bytes]] = []
+        self._resumed = trio.Event()
 
     # -- views -------------------------------------------------------------------
 
@@ -103,6 +109,12 @@ class MembershipService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. Reports started once the timers are armed."""
+        try:
+            await self._serve(task_status)
+        finally:
+            self._nursery = None  # frames that arrive from now on are dropped
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             now = trio.current_time()
@@ -125,6 +137,44 @@ class MembershipService:
         wait = linger if linger is not None else 3 * self.config.gossip_interval
         await trio.sleep(wait)
 
+    # -- a stalled loop, simulated -------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_since is not None
+
+    def pause(self) -> None:
+        """Act as if this node's event loop stalled (SIGSTOP, a long GC): frames
+        and due timers wait. For simulations, where one trio loop hosts every
+        node and a real stall cannot be had for one of them."""
+        if self._paused_since is None:
+            self._paused_since = trio.current_time()
+            self._resumed = trio.Event()
+
+    def resume(self) -> None:
+        """End a `pause` as a real loop would wake: it measures the stall as
+        loop lag, then handles the frames that waited (stamped now), then its
+        overdue timers."""
+        if self._paused_since is None:
+            return
+        now = trio.current_time()
+        lag, self._paused_since = now - self._paused_since, None
+        self.report_loop_lag(lag)
+        held, self._held = self._held, []
+        for from_addr, data in held:
+            self.deliver_packet(from_addr, data, now)
+        self._resumed.set()
+
+    async def wait_running(self) -> None:
+        """Return at once, or when a `pause` ends."""
+        if self._paused_since is not None:
+            await self._resumed.wait()
+
+    def report_loop_lag(self, lag: float) -> None:
+        """The event loop woke `lag` seconds late (Lifeguard's local health)."""
+        self.counters["loop_lag_events"] += 1
+        self._execute(self._member.report_loop_lag(trio.current_time(), lag))
+
     # -- inbound -----------------------------------------------------------------
 
     def _open(self, data: bytes) -> bytes | None:
@@ -146,6 +196,9 @@ class MembershipService:
         """A packet arrived; `received_at` is `trio.current_time()` at receipt."""
         if self._nursery is None:
             self.counters["dropped_not_running"] += 1
+            return
+        if self._paused_since is not None:
+            self._held.append((from_addr, data))
             return
         plain = self._open(data)
         if plain is None:
@@ -179,6 +232,11 @@ class MembershipService:
 
     # -- actions -----------------------------------------------------------------
 
+    def apply(self, actions: list[Action]) -> None:
+        """Carry out actions of this node's member that a caller obtained by
+        driving it directly (a simulation injecting a frame)."""
+        self._execute(actions)
+
     def _execute(self, actions: list[Action]) -> None:
         if self._member.members_refused and not self._cap_logged:
             self._cap_logged = True
@@ -186,7 +244,9 @@ class MembershipService:
                         "about new members are ignored", self.config.max_members)
         for action in actions:
             if isinstance(action, Send):
-                assert self._nursery is not None
+                if self._nursery is None:  # not running (any more): nothing goes out
+                    self.counters["dropped_not_running"] += 1
+                    continue
                 self._nursery.start_soon(self._send, action)
             elif isinstance(action, SetTimer):
                 self._set_timer(action.at, action.key)
@@ -201,6 +261,8 @@ class MembershipService:
 
     async def _send(self, action: Send) -> None:
         data = self._seal(action.frame)
+        for listener in self.send_listeners:
+            listener(action, len(data))
         try:
             if action.stream:
                 reply = await self._transport.request_stream(action.to, data, node=action.node)
@@ -230,6 +292,8 @@ class MembershipService:
                 self._wakeup = scope
                 await trio.sleep_forever()
             self._wakeup = None
+            if self._paused_since is not None:
+                await self._resumed.wait()
             now = trio.current_time()
             while self._timers and self._timers[0][0] <= now:
                 _, _, key = heapq.heappop(self._timers)
@@ -242,6 +306,5 @@ class MembershipService:
             before = trio.current_time()
             await trio.sleep(LAG_SAMPLE_INTERVAL)
             lag = trio.current_time() - before - LAG_SAMPLE_INTERVAL
-            if lag >= self.config.loop_lag_threshold:
-                self.counters["loop_lag_events"] += 1
-                self._execute(self._member.report_loop_lag(trio.current_time(), lag))
+            if lag >= self.config.loop_lag_threshold and self._paused_since is None:
+                self.report_loop_lag(lag)

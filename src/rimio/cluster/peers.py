@@ -73,13 +73,16 @@ class ForwardPoolExhausted(Busy):
 class PeerClient:
     """`max_connections` bounds the connections to other nodes (forwarded
     requests and listings share them); a request that waits `pool_timeout`
-    seconds for one is refused with `ForwardPoolExhausted` (503)."""
+    seconds for one is refused with `ForwardPoolExhausted` (503). `transport`
+    replaces the network (the simulator's in-memory one)."""
 
     def __init__(self, keyring: KeyRing | None, *, connect_timeout: float = 2.0,
                  read_timeout: float = 60.0, max_connections: int = 64,
-                 pool_timeout: float = 5.0) -> None:
+                 pool_timeout: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._keyring = keyring
         self._client = httpx.AsyncClient(
+            transport=transport,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=pool_timeout),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),

@@ -117,6 +117,7 @@ class LocalStore:
         read_cache_max_object_bytes: int = DEFAULT_READ_CACHE_MAX_OBJECT_BYTES,
         compression: str = NONE,
         compression_level: int = DEFAULT_LEVEL,
+        inline_io: bool = False,
     ) -> None:
         if not disks:
             raise ConfigError("a node needs at least one disk")
@@ -137,6 +138,12 @@ class LocalStore:
         # (slot, path, generation) → part uploads in flight (their marker must stay).
         self._uploading: dict[tuple[int, str, int], int] = {}
         self.migrated_slots = 0  # per-slot databases folded into their group at start
+        # Deterministic simulation only (`rimio.testing.chaos`): a worker thread
+        # lets MockClock's autojump fire while it works, so timing would depend
+        # on the host; inline, the disk work runs on the trio thread.
+        self._inline_io = inline_io
+        self.on_applied: Callable[[int, str, int], None] | None = None
+        """Observer of every head this store commits: `(slot, path, generation)`."""
 
     @property
     def slot_stats(self) -> SlotCacheStats:
@@ -206,6 +213,9 @@ class LocalStore:
         errors leave as the storage error they mean (a missing file passes
         through, for the caller to call it corruption)."""
         try:
+            if self._inline_io:
+                await trio.lowlevel.checkpoint()
+                return fn(*args)
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise  # a bug of ours, not of the disk
@@ -385,11 +395,16 @@ class LocalStore:
         with self.read_cache.writing(slot, path):
             if isinstance(content, bytes):
                 step = _on_disk(self._remembered(seq, seq.run, content))
-                return await self._with_slot(slot, step, content, clock())
-            if isinstance(content, Tombstone):
+                report = await self._with_slot(slot, step, content, clock())
+            elif isinstance(content, Tombstone):
                 step = _on_disk(self._remembered(seq, seq.run, None))
-                return await self._with_slot(slot, step, None, clock())
-            return await self._write_stream(seq, content, clock)
+                report = await self._with_slot(slot, step, None, clock())
+            else:
+                report = await self._write_stream(seq, content, clock)
+            if (self.on_applied is not None and report.outcome is CommitOutcome.APPLIED
+                    and report.result is not None):
+                self.on_applied(slot, path, int(report.result["generation"]))
+            return report
 
     def _remembered(self, seq: LocalWrite, step: Callable[..., WriteReport],
                     data: bytes | None) -> Callable[..., WriteReport]:
