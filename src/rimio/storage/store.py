@@ -691,7 +691,10 @@ class LocalStore:
         # A change of the current head like any write's: reads in progress
         # must not cache what they read before it (RFC 0009).
         with self.read_cache.writing(slot, head.path):
-            return await self._with_slot(slot, _on_disk(run), clock())
+            applied, current = await self._with_slot(slot, _on_disk(run), clock())
+        if applied and self.on_applied is not None and current == head:
+            self.on_applied(slot, head.path, head.generation)
+        return applied, current
 
     async def abort_generation(self, slot: int, path: str, generation: int) -> None:
         """Remove what the uploads of the write of `path` at `generation` left:
