@@ -216,7 +216,7 @@ class Node:
             stack.push_async_callback(layout_client.aclose)
             layout = await self._build_layout(membership, layout_client)
             storage = self.config.cluster.storage
-            self.replica = LocalReplica(self.store, self.node_id)
+            self.replica = LocalReplica(self.store, self.node_id, clock=self._wall_clock)
             coordinator = self._build_coordinator(layout, membership, peers, self.replica)
             mover = SlotMover(coordinator.ctx, layout, self.replica)
             objects = ObjectService(self.config, self.store, self._wall_clock, peers=peers,
@@ -424,7 +424,7 @@ class Node:
         return Coordinator(self.node_id, plan_for=layout.plan, replica_for=replica_for,
                            liveness=membership, settings=settings_for(cluster.storage),
                            total_slots=cluster.replication.total_slots,
-                           refresh_layout=layout.refresh)
+                           wall_clock=self._wall_clock, refresh_layout=layout.refresh)
 
     async def _run_background(self, membership: MembershipService, layout: LayoutService,
                               coordinator: Coordinator, mover: SlotMover, *,

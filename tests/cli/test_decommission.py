@@ -69,10 +69,13 @@ async def test_decommission_errors_are_one_clear_line(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"401.*key-file"):
             await decommission("node-2", url, None)
         with pytest.raises(ConfigError, match="still holds slots after"):
+            # (the mover drains an empty node in moments: a deadline shorter
+            # than the first poll is what shows the message)
             await decommission("node-2", url, c.cluster.keyring(), interval=0.05,
-                               give_up_after=0.3)
+                               give_up_after=1e-6)
         # the refusals changed nothing; the last call did start the drain
-        assert _service(c.nodes["node-1"]).current.role("node-2") is Role.DRAINING
+        assert _service(c.nodes["node-1"]).current.role("node-2") in (Role.DRAINING,
+                                                                       Role.REMOVED)
         with pytest.raises(ConfigError, match="last node"):
             await decommission("node-1", url, c.cluster.keyring())
 

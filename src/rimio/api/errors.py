@@ -103,6 +103,11 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
         headers["Content-Range"] = f"bytes */{err.size}"
     if isinstance(err, Busy):
         headers["Retry-After"] = "1"
+    if isinstance(err, Gone):
+        if err.generation is not None:
+            headers["X-Rimio-Generation"] = str(err.generation)
+        if err.degraded:
+            headers["X-Rimio-Read-Quorum"] = "degraded"
     if isinstance(err, StaleLayout):
         headers[LAYOUT_VERSION_HEADER] = str(err.replica_version)
     if status >= 500:

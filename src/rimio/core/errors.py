@@ -48,6 +48,14 @@ class Conflict(RimioError):
 class Gone(RimioError):
     code = "gone"
 
+    def __init__(self, message: str, *, generation: int | None = None,
+                 degraded: bool = False) -> None:
+        super().__init__(message)
+        # The tombstone's generation, and whether fewer than a read quorum of
+        # replicas answered (the API says both in headers).
+        self.generation = generation
+        self.degraded = degraded
+
 
 class PreconditionFailed(RimioError):
     code = "precondition_failed"

@@ -97,7 +97,8 @@ class Coordinator:
             raise NotFound(f"{path} does not exist")
         self.repair.schedule(obj)
         if obj.head.deleted:
-            raise Gone(f"{path} was deleted")
+            raise Gone(f"{path} was deleted", generation=obj.head.generation,
+                       degraded=obj.degraded)
         data = None
         if obj.head.size_bytes <= inline_up_to:
             data = await read_whole(self.ctx, obj)
