@@ -288,22 +288,33 @@ class LocalStore:
             if part.local_path is None:
                 yield await self._inline_range(obj, part, span.offset, span.length)
                 continue
-            try:
-                reader = await self._thread(PartReader, obj.slot_dir / part.local_path,
-                                            part.compression, span.offset)
-            except FileNotFoundError:
-                raise StorageCorrupt(f"part file {part.local_path} is missing") from None
-            try:
-                remaining = span.length
-                while remaining > 0:
-                    n = min(READ_CHUNK, remaining)
-                    data = await self._thread(reader.read, n)
-                    if len(data) != n:
-                        raise StorageCorrupt(f"part file {part.local_path} is truncated")
-                    yield data
-                    remaining -= n
-            finally:
-                reader.close()
+            async for data in self._part_file_range(
+                    obj.slot_dir / part.local_path, part.compression, span.offset,
+                    span.length, StorageCorrupt, f"part file {part.local_path}"):
+                yield data
+
+    async def _part_file_range(self, file: Path, compression: str | None, offset: int,
+                               length: int, fault: type[RimioError], name: str
+                               ) -> AsyncGenerator[bytes, None]:
+        """`length` bytes of a part file from `offset` (decompressed), in
+        chunks of at most READ_CHUNK. A file that is not there or ends early
+        raises `fault` ("<name> is missing" / "... is truncated"): a local
+        read's StorageCorrupt, a replica read's PartMissing."""
+        try:
+            reader = await self._thread(PartReader, file, compression, offset)
+        except FileNotFoundError:
+            raise fault(f"{name} is missing") from None
+        try:
+            remaining = length
+            while remaining > 0:
+                n = min(READ_CHUNK, remaining)
+                data = await self._thread(reader.read, n)
+                if len(data) != n:
+                    raise fault(f"{name} is truncated")
+                yield data
+                remaining -= n
+        finally:
+            reader.close()
 
     async def _inline_range(self, obj: StoredObject, part: PartRecord, offset: int,
                             length: int) -> bytes:
@@ -744,22 +755,10 @@ class LocalStore:
             if end > start:
                 yield data[start:end]
             return
-        try:
-            reader = await self._thread(PartReader, self.slot_dir(slot) / record.local_path,
-                                        record.compression, start)
-        except FileNotFoundError:
-            raise PartMissing(f"{path}: the file of part {index} is missing") from None
-        try:
-            remaining = end - start
-            while remaining > 0:
-                n = min(READ_CHUNK, remaining)
-                chunk = await self._thread(reader.read, n)
-                if len(chunk) != n:
-                    raise PartMissing(f"{path}: the file of part {index} is truncated")
-                yield chunk
-                remaining -= n
-        finally:
-            reader.close()
+        async for chunk in self._part_file_range(
+                self.slot_dir(slot) / record.local_path, record.compression, start,
+                end - start, PartMissing, f"{path}: the file of part {index}"):
+            yield chunk
 
     async def slots_with_data(self) -> set[int]:
         """The slots that have rows on this node (heads, parts, markers): one
