@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+import trio
 
 from rimio.config import StorageConfig
 from rimio.core.quorum import SlotPlan
@@ -65,6 +67,39 @@ def settings_for(storage: StorageConfig) -> CoordinatorSettings:
 
 async def _no_refresh() -> None:
     return None
+
+
+async def ask_all(nodes: Sequence[str], ask: Callable[[str], Awaitable[None]],
+                  enough: Callable[[], bool], grace: float) -> None:
+    """Run `ask(node)` for every node at once. Once `enough()` holds (checked
+    as each ask finishes) or every ask finished, the unfinished ones get
+    `grace` seconds more and are then cancelled. Each `ask` records its own
+    answer and handles its own failures (what a quorum round waits for)."""
+    if not nodes:
+        return
+    finished = 0
+    sufficient = trio.Event()
+    all_done = trio.Event()
+
+    async def one(node: str) -> None:
+        nonlocal finished
+        try:
+            await ask(node)
+        finally:
+            finished += 1
+            if finished == len(nodes):
+                all_done.set()
+            if enough() or all_done.is_set():
+                sufficient.set()
+
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(one, node)
+        await sufficient.wait()
+        if not all_done.is_set():
+            with trio.move_on_after(grace):
+                await all_done.wait()
+        nursery.cancel_scope.cancel()
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ import trio
 from rimio.core.head import Head, order_key, winner
 from rimio.core.quorum import SlotPlan
 from rimio.core.replica import HeadAnswer
-from rimio.ops.coordination import Coordination, log
+from rimio.ops.coordination import Coordination, ask_all, log
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,34 +68,13 @@ async def poll_heads(ctx: Coordination, plan: SlotPlan, path: str,
     settings = ctx.settings
     asked = tuple(ctx.local_first(ctx.reachable(plan.read_set)))
     answers: dict[str, HeadAnswer] = {}
-    finished = 0
-    enough = trio.Event()  # a quorum answered, or everyone asked finished
-    all_done = trio.Event()
 
     async def ask(node: str) -> None:
-        nonlocal finished
         try:
             with trio.move_on_after(settings.head_timeout):
-                answer = await ctx.replica_for(node).get_head(plan.slot, path, write_id)
-                answers[node] = answer
+                answers[node] = await ctx.replica_for(node).get_head(plan.slot, path, write_id)
         except Exception as exc:  # a replica that fails is a replica that did not answer
             log.info("head of %s from %s failed: %s", path, node, exc)
-        finally:
-            finished += 1
-            if len(answers) >= plan.read_quorum:
-                enough.set()
-            if finished == len(asked):
-                enough.set()
-                all_done.set()
 
-    if not asked:
-        return HeadPoll(plan, asked, answers)
-    async with trio.open_nursery() as nursery:
-        for node in asked:
-            nursery.start_soon(ask, node)
-        await enough.wait()
-        if not all_done.is_set():
-            with trio.move_on_after(settings.head_grace):
-                await all_done.wait()
-        nursery.cancel_scope.cancel()
+    await ask_all(asked, ask, lambda: len(answers) >= plan.read_quorum, settings.head_grace)
     return HeadPoll(plan, asked, dict(answers))

@@ -26,7 +26,7 @@ from rimio.core.parts import part_count
 from rimio.core.quorum import SlotPlan
 from rimio.core.replica import PartInfo, StaleLayout
 from rimio.core.writes import Precondition
-from rimio.ops.coordination import Coordination, log
+from rimio.ops.coordination import Coordination, ask_all, log
 from rimio.ops.part_upload import PartUpload
 from rimio.ops.quorum_heads import HeadPoll, poll_heads
 from rimio.ops.results import (
@@ -204,12 +204,8 @@ class _Write:
                      nodes: Collection[str]) -> _Applies:
         settings = self._ctx.settings
         answers = _Applies()
-        finished = 0
-        acknowledged = trio.Event()
-        all_done = trio.Event()
 
         async def one(node: str) -> None:
-            nonlocal finished
             try:
                 with trio.fail_after(settings.apply_timeout):
                     answer = await self._ctx.replica_for(node).apply_head(
@@ -220,25 +216,10 @@ class _Write:
             except Exception as exc:
                 log.info("apply of %s on %s failed: %s", head.path, node, exc)
                 answers.uncertain.add(node)
-            finally:
-                finished += 1
-                if plan.write_acknowledged(answers.done):
-                    acknowledged.set()
-                if finished == len(nodes):
-                    acknowledged.set()
-                    all_done.set()
 
-        if not nodes:
-            return answers
-        async with trio.open_nursery() as nursery:
-            for node in nodes:
-                nursery.start_soon(one, node)
-            await acknowledged.wait()
-            if not all_done.is_set():
-                # Acknowledged: the rest get a short while, so the count is honest.
-                with trio.move_on_after(settings.apply_grace):
-                    await all_done.wait()
-                nursery.cancel_scope.cancel()
+        # Once acknowledged, the rest get a short while, so the count is honest.
+        await ask_all(tuple(nodes), one, lambda: plan.write_acknowledged(answers.done),
+                      settings.apply_grace)
         return answers
 
     async def _abort(self, nodes: Collection[str]) -> None:
