@@ -405,28 +405,26 @@ MAX_TEXT_BYTES: Final = 4 * MAX_ADDR_LEN
 _STATE_ROW: Final = len(_MEMBER_STATE.fields)  # node, address, status, incarnation
 
 
-class _Reader:
-    """Reads one frame map from untrusted bytes with every size bounded.
+class BoundedReader:
+    """Reads msgpack from untrusted bytes with every size bounded: scalars
+    are read only after their format byte says they are scalars, lists and
+    maps header by header with their length checked, and msgpack's own
+    `max_*_len` limits bound every string and blob. Frame readers (here and
+    in `rimio.core.layout_frames`) build their frame's shape on it."""
 
-    Known list fields are checked header by header (length, item kind) while
-    they are read, scalars are read only after their format byte says they
-    are scalars, and values under unknown keys are skipped without being
-    built. msgpack's own `max_*_len` limits bound every string and blob.
-    """
+    __slots__ = ("_data", "_u")
 
-    __slots__ = ("_data", "_max_size", "_u")
-
-    def __init__(self, data: bytes, max_size: int) -> None:
+    def __init__(self, data: bytes, *, max_str_len: int, max_bin_len: int,
+                 max_array_len: int, max_map_len: int) -> None:
         self._data = data
-        self._max_size = max_size
         self._u = msgpack.Unpacker(
             raw=False,
             strict_map_key=True,
             max_buffer_size=max(len(data), 1),
-            max_str_len=MAX_TEXT_BYTES,
-            max_bin_len=max_size,
-            max_array_len=MAX_STATES,
-            max_map_len=MAX_FRAME_KEYS,
+            max_str_len=max_str_len,
+            max_bin_len=max_bin_len,
+            max_array_len=max_array_len,
+            max_map_len=max_map_len,
             max_ext_len=0,
         )
         self._u.feed(data)
@@ -458,6 +456,39 @@ class _Reader:
             raise _shape(f"{what} must have at most {max_len} keys")
         return n
 
+    def frame_map(self, max_keys: int) -> int:
+        """The header of the frame's top-level map (garbage raises MSGPACK
+        here; anything else that is not a map is a shape error)."""
+        if self._next_byte() not in _MAP_BYTES:
+            self._u.skip()
+            raise _shape("frame must be a map")
+        return self.map(max_keys, "frame")
+
+    def frame_key(self, seen: dict[str, Any]) -> str:
+        key = self.scalar("frame key")
+        if type(key) is not str or key in seen:
+            raise _shape("frame keys must be distinct strings")
+        return key
+
+    def skip(self) -> None:
+        """Pass over a value without building it (a newer peer's field)."""
+        self._u.skip()
+
+    def check_end(self) -> None:
+        if self._u.tell() != len(self._data):
+            raise FrameError(FrameErrorReason.MSGPACK, "trailing bytes")
+
+
+class _Reader(BoundedReader):
+    """Reads one gossip frame map: known list fields are checked as they are
+    read, values under unknown keys are skipped without being built."""
+
+    __slots__ = ()
+
+    def __init__(self, data: bytes, max_size: int) -> None:
+        super().__init__(data, max_str_len=MAX_TEXT_BYTES, max_bin_len=max_size,
+                         max_array_len=MAX_STATES, max_map_len=MAX_FRAME_KEYS)
+
     def updates(self) -> list[dict[Any, Any]]:
         out = []
         for _ in range(self.array(MAX_UPDATES, "field 'u'")):
@@ -477,14 +508,9 @@ class _Reader:
         return rows
 
     def body(self) -> dict[str, Any]:
-        if self._next_byte() not in _MAP_BYTES:
-            self._u.skip()  # garbage raises here (MSGPACK); anything else is not a map
-            raise _shape("frame must be a map")
         obj: dict[str, Any] = {}
-        for _ in range(self.map(MAX_FRAME_KEYS, "frame")):
-            key = self.scalar("frame key")
-            if type(key) is not str or key in obj:
-                raise _shape("frame keys must be distinct strings")
+        for _ in range(self.frame_map(MAX_FRAME_KEYS)):
+            key = self.frame_key(obj)
             if key == "u":
                 obj[key] = self.updates()
             elif key == "m":
@@ -494,9 +520,8 @@ class _Reader:
                 if key == "t":
                     self._check_packet_size(obj[key])
             else:
-                self._u.skip()  # a newer peer's field: not ours to build
-        if self._u.tell() != len(self._data):
-            raise FrameError(FrameErrorReason.MSGPACK, "trailing bytes")
+                self.skip()  # a newer peer's field: not ours to build
+        self.check_end()
         return obj
 
     def _check_packet_size(self, frame_type: Any) -> None:

@@ -23,6 +23,7 @@ from rimio.core.frames import (
     MAX_CLUSTER_LEN,
     MAX_ID_LEN,
     VERSION,
+    BoundedReader,
     FrameError,
     FrameErrorReason,
 )
@@ -36,8 +37,6 @@ MAX_UINT: Final = 2**63 - 1
 _MAX_KEYS: Final = 16
 _ROW: Final = 3
 
-_MAP_BYTES: Final = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
-_ARRAY_BYTES: Final = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
 
 
 def _bitmap(slots: frozenset[int], total_slots: int) -> bytes:
@@ -79,64 +78,34 @@ def _shape(detail: str) -> FrameError:
     return FrameError(FrameErrorReason.SHAPE, detail)
 
 
-class _Reader:
-    """Reads the frame map from untrusted bytes, every size bounded."""
+class _Reader(BoundedReader):
+    """Reads the layout frame's map from untrusted bytes, every size bounded."""
+
+    __slots__ = ()
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._u = msgpack.Unpacker(
-            raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1),
-            max_str_len=4 * MAX_ADDR_LEN, max_bin_len=MAX_TOTAL_SLOTS // 8,
-            max_array_len=MAX_MEMBERS, max_map_len=_MAX_KEYS, max_ext_len=0)
-        self._u.feed(data)
-
-    def _next(self) -> int:
-        pos: int = self._u.tell()
-        if pos >= len(self._data):
-            raise msgpack.OutOfData()
-        return self._data[pos]
-
-    def scalar(self, what: str) -> Any:
-        if self._next() in _MAP_BYTES | _ARRAY_BYTES:
-            raise _shape(f"{what} must not be a list or a map")
-        return self._u.unpack()
-
-    def array(self, what: str) -> int:
-        if self._next() not in _ARRAY_BYTES:
-            raise _shape(f"{what} must be a list")
-        n: int = self._u.read_array_header()
-        if n > MAX_MEMBERS:
-            raise _shape(f"{what} must have at most {MAX_MEMBERS} items")
-        return n
+        super().__init__(data, max_str_len=4 * MAX_ADDR_LEN, max_bin_len=MAX_TOTAL_SLOTS // 8,
+                         max_array_len=MAX_MEMBERS, max_map_len=_MAX_KEYS)
 
     def rows(self, what: str) -> list[list[Any]]:
         out = []
-        for _ in range(self.array(f"field {what!r}")):
-            if self.array("a row") != _ROW:
+        for _ in range(self.array(MAX_MEMBERS, f"field {what!r}")):
+            if self.array(MAX_MEMBERS, "a row") != _ROW:
                 raise _shape(f"rows of {what!r} must have {_ROW} items")
             out.append([self.scalar("a row item") for _ in range(_ROW)])
         return out
 
     def body(self) -> dict[str, Any]:
-        if self._next() not in _MAP_BYTES:
-            self._u.skip()
-            raise _shape("frame must be a map")
         obj: dict[str, Any] = {}
-        keys: int = self._u.read_map_header()
-        if keys > _MAX_KEYS:
-            raise _shape(f"a frame has at most {_MAX_KEYS} keys")
-        for _ in range(keys):
-            key = self.scalar("frame key")
-            if type(key) is not str or key in obj:
-                raise _shape("frame keys must be distinct strings")
+        for _ in range(self.frame_map(_MAX_KEYS)):
+            key = self.frame_key(obj)
             if key in ("m", "h"):
                 obj[key] = self.rows(key)
             elif key in ("t", "ts", "r", "w", "v", "c"):
                 obj[key] = self.scalar(f"field {key!r}")
             else:
-                self._u.skip()
-        if self._u.tell() != len(self._data):
-            raise FrameError(FrameErrorReason.MSGPACK, "trailing bytes")
+                self.skip()
+        self.check_end()
         return obj
 
 
