@@ -34,7 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,6 +363,37 @@ def run_rimio(args: Sequence[str], *, cwd: Path | None = None,
     """Run `rimio <args...>` to completion (killed after `timeout`) and capture its output."""
     return subprocess.run([*rimio_command(), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+
+
+# -- waiting on a cluster ------------------------------------------------------
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `pred` every 0.2 s; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+
+
+def member_view(node: NodeDef) -> dict[str, dict[str, Any]]:
+    """`node`'s `/api/v1/nodes`, by node id ({} when it does not answer)."""
+    try:
+        r = httpx.get(node.url + "/api/v1/nodes", timeout=2)
+    except httpx.HTTPError:
+        return {}
+    return {n["node_id"]: n for n in r.json()["nodes"]}
+
+
+def all_see(observers: Sequence[NodeDef], ids: Sequence[str], status: str) -> bool:
+    """Whether every observer sees every other node of `ids` with `status`."""
+    for obs in observers:
+        view = member_view(obs)
+        if any(view.get(i, {}).get("status") != status for i in ids if i != obs.node_id):
+            return False
+    return True
 
 
 # -- looking at a node's disk ---------------------------------------------------

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +12,13 @@ import pytest
 from process_harness import (
     NodeDef,
     ProcessPool,
+    all_see,
     cluster_config,
     free_port,
     make_nodes,
+    member_view,
     run_rimio,
+    wait_until,
     write_config,
     write_key,
 )
@@ -28,31 +29,6 @@ pytestmark = pytest.mark.process
 # paths exercised are the same.
 FAST = {"probe_interval": 0.4, "probe_timeout": 0.2, "gossip_interval": 0.1,
         "push_pull_interval": 5.0, "reconnect_interval": 2.0}
-
-
-def _view(node: NodeDef) -> dict[str, dict[str, Any]]:
-    try:
-        r = httpx.get(node.url + "/api/v1/nodes", timeout=2)
-    except httpx.HTTPError:
-        return {}
-    return {n["node_id"]: n for n in r.json()["nodes"]}
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-
-
-def _all_see(observers: list[NodeDef], ids: list[str], status: str) -> bool:
-    for obs in observers:
-        view = _view(obs)
-        if any(view.get(i, {}).get("status") != status for i in ids if i != obs.node_id):
-            return False
-    return True
 
 
 def _config(nodes: list[NodeDef], **extra: Any) -> dict[str, Any]:
@@ -70,19 +46,19 @@ def test_five_nodes_stop_continue_and_join(tmp_path: Path, rimio_pool: ProcessPo
     conf = write_config(tmp_path / "cluster.yaml", cfg)
     procs = rimio_pool.start_cluster(conf, nodes)
     ids = [n.node_id for n in nodes]
-    _wait(lambda: _all_see(nodes, ids, "alive"), 20, "5 nodes agree on 5 alive members")
+    wait_until(lambda: all_see(nodes, ids, "alive"), 20, "5 nodes agree on 5 alive members")
 
     victim, others = nodes[4], nodes[:4]
-    before = _view(nodes[0])[victim.node_id]["incarnation"]
+    before = member_view(nodes[0])[victim.node_id]["incarnation"]
     procs[4].send_signal(signal.SIGSTOP)
     try:
-        _wait(lambda: _all_see(others, [victim.node_id], "dead"), 40,
+        wait_until(lambda: all_see(others, [victim.node_id], "dead"), 40,
               "every other member marks the stopped node dead")
     finally:
         procs[4].send_signal(signal.SIGCONT)
-    _wait(lambda: _all_see(nodes, ids, "alive"), 30, "the continued node is alive everywhere")
+    wait_until(lambda: all_see(nodes, ids, "alive"), 30, "the continued node is alive everywhere")
     for obs in others:
-        assert _view(obs)[victim.node_id]["incarnation"] > before
+        assert member_view(obs)[victim.node_id]["incarnation"] > before
 
     new = NodeDef("node-6", free_port(), tmp_path / "node-6" / "disk")
     seeds = f"cluster://{nodes[1].addr},{nodes[2].addr}"
@@ -92,7 +68,7 @@ def test_five_nodes_stop_continue_and_join(tmp_path: Path, rimio_pool: ProcessPo
                               node_id="node-6")
     joiner.wait_ready()
     everyone = [*nodes, new]
-    _wait(lambda: _all_see(everyone, [n.node_id for n in everyone], "alive"), 20,
+    wait_until(lambda: all_see(everyone, [n.node_id for n in everyone], "alive"), 20,
           "all six members see six alive")
 
     # a second node with a live member's id is refused, and nothing is written
@@ -106,7 +82,7 @@ def test_five_nodes_stop_continue_and_join(tmp_path: Path, rimio_pool: ProcessPo
 
     # a graceful stop is announced: the others see `left`, not `dead`
     assert joiner.stop(signal.SIGTERM) == 0
-    _wait(lambda: _all_see(nodes, ["node-6"], "left"), 15, "node-6 is seen as left")
+    wait_until(lambda: all_see(nodes, ["node-6"], "left"), 15, "node-6 is seen as left")
 
 
 def test_keyed_cluster_needs_the_key(tmp_path: Path, rimio_pool: ProcessPool) -> None:
@@ -118,7 +94,7 @@ def test_keyed_cluster_needs_the_key(tmp_path: Path, rimio_pool: ProcessPool) ->
     conf = write_config(tmp_path / "cluster.yaml", cfg)
     rimio_pool.start_cluster(conf, nodes)
     ids = [n.node_id for n in nodes]
-    _wait(lambda: _all_see(nodes, ids, "alive"), 20, "keyed cluster converges")
+    wait_until(lambda: all_see(nodes, ids, "alive"), 20, "keyed cluster converges")
 
     r = httpx.post(nodes[0].url + "/internal/v1/gossip/packet", content=b"\x80")
     assert r.status_code == 401
@@ -133,4 +109,4 @@ def test_keyed_cluster_needs_the_key(tmp_path: Path, rimio_pool: ProcessPool) ->
                                "--key-file", str(key)], "node-4",
                               url=f"http://127.0.0.1:{port}", node_id="node-4")
     joiner.wait_ready()
-    _wait(lambda: _all_see(nodes, ["node-4"], "alive"), 20, "the keyed joiner is alive")
+    wait_until(lambda: all_see(nodes, ["node-4"], "alive"), 20, "the keyed joiner is alive")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,12 @@ from process_harness import (
     NodeDef,
     ProcessPool,
     RimioProcess,
+    all_see,
     cluster_config,
     free_port,
     make_nodes,
     run_rimio,
+    wait_until,
     write_config,
     write_key,
 )
@@ -36,28 +36,6 @@ pytestmark = pytest.mark.process
 
 FAST = {"probe_interval": 0.4, "probe_timeout": 0.2, "gossip_interval": 0.1,
         "push_pull_interval": 5.0, "reconnect_interval": 1.0}
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-
-
-def _statuses(node: NodeDef) -> dict[str, str]:
-    try:
-        r = httpx.get(node.url + "/api/v1/nodes", timeout=2)
-    except httpx.HTTPError:
-        return {}
-    return {n["node_id"]: n["status"] for n in r.json()["nodes"]}
-
-
-def _sees(observers: list[NodeDef], ids: list[str], status: str) -> bool:
-    return all(_statuses(o).get(i) == status for o in observers for i in ids
-               if i != o.node_id)
 
 
 def _cluster(tmp_path: Path, pool: ProcessPool, count: int = 3
@@ -70,7 +48,7 @@ def _cluster(tmp_path: Path, pool: ProcessPool, count: int = 3
     conf = write_config(tmp_path / "cluster.yaml", cfg)
     procs = pool.start_cluster(conf, nodes)
     ids = [n.node_id for n in nodes]
-    _wait(lambda: _sees(nodes, ids, "alive"), 20, "every node sees every other alive")
+    wait_until(lambda: all_see(nodes, ids, "alive"), 20, "every node sees every other alive")
     return nodes, procs, key, conf
 
 
@@ -116,7 +94,7 @@ def test_two_down_refuses_and_leaves_nothing(tmp_path: Path,
     assert _put(nodes[0], "before", b"old").status_code == 201
     procs[1].kill()
     procs[2].kill()
-    _wait(lambda: _sees(nodes[:1], [nodes[1].node_id, nodes[2].node_id], "dead"), 30,
+    wait_until(lambda: all_see(nodes[:1], [nodes[1].node_id, nodes[2].node_id], "dead"), 30,
           "node-1 sees the other two dead")
     r = _put(nodes[0], "during", b"new")
     assert r.status_code == 503 and r.json()["error"]["code"] == "quorum_lost"
@@ -130,7 +108,7 @@ def test_two_down_refuses_and_leaves_nothing(tmp_path: Path,
         proc.start()
         proc.wait_ready()
     ids = [n.node_id for n in nodes]
-    _wait(lambda: _sees(nodes, ids, "alive"), 20, "everyone alive again")
+    wait_until(lambda: all_see(nodes, ids, "alive"), 20, "everyone alive again")
     for node in nodes:
         assert _get(node, "during").status_code == 404
         assert _get(node, "before").content == b"old"
@@ -160,7 +138,7 @@ def test_concurrent_writers_converge(tmp_path: Path, rimio_pool: ProcessPool) ->
             proc.start()
         for proc in others:
             proc.wait_ready()
-        _wait(lambda: _sees(nodes, [n.node_id for n in nodes], "alive"), 20, "all alive")
+        wait_until(lambda: all_see(nodes, [n.node_id for n in nodes], "alive"), 20, "all alive")
 
 
 def _cluster_state(node: NodeDef) -> dict[str, Any]:
@@ -181,9 +159,9 @@ def test_join_and_decommission_with_data(tmp_path: Path, rimio_pool: ProcessPool
                                "--key-file", str(key)], "node-4", url=new.url,
                               node_id="node-4")
     joiner.wait_ready()
-    _wait(lambda: _cluster_state(nodes[0])["layout_version"] > before["layout_version"], 20,
+    wait_until(lambda: _cluster_state(nodes[0])["layout_version"] > before["layout_version"], 20,
           "the join changes the layout")
-    _wait(lambda: all(_cluster_state(n)["moving_slots"] == 0 for n in [*nodes, new]), 120,
+    wait_until(lambda: all(_cluster_state(n)["moving_slots"] == 0 for n in [*nodes, new]), 120,
           "every slot sits where the layout wants it after the join")
     roles = {n["node_id"]: n for n in httpx.get(new.url + "/api/v1/nodes").json()["nodes"]}
     assert roles["node-4"]["role"] == "active" and roles["node-4"]["slots"] > 0

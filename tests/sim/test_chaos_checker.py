@@ -131,6 +131,22 @@ def test_same_generation_tie_must_land_on_an_acknowledged_write() -> None:
     assert v.rule == "lost_write" and "same generation" in v.message
 
 
+def test_an_unknown_write_may_win_a_later_tie() -> None:
+    # chaos seed 1279: a PUT reached one replica, answered 503 outcome_unknown,
+    # and a later PUT chose the same generation from a quorum without that
+    # replica; the unknown write's head hash is higher, so it is the final head
+    o = Ops()
+    o.put("x", 0, 1, C, None, Outcome.UNKNOWN)
+    o.put("x", 5, 6, A, 1)
+    assert check(History(o.ops, replicas={"n1": {7: [meta("x", 1, C)]}})) == []
+    # a failed (not unknown) write never took effect, so it cannot win the tie
+    f = Ops()
+    f.put("x", 0, 1, C, None, Outcome.FAILED)
+    f.put("x", 5, 6, A, 1)
+    [v] = check(History(f.ops, replicas={"n1": {7: [meta("x", 1, C)]}}))
+    assert v.rule == "lost_write" and "same generation" in v.message
+
+
 def test_stale_read_is_flagged_with_both_ops() -> None:
     o, h = clean()
     write = o.ops[2]  # x g2 acknowledged at t=5

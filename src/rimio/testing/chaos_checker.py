@@ -12,7 +12,7 @@ The rules (RFC 0011 §8):
   at least the highest acknowledged write of it, by head order (generation,
   then a tombstone beats a meta). Two writes acknowledged at the same
   generation are told apart by head hash, which a client never sees: the final
-  head then only has to be one of them.
+  head then only has to be one of them, or a PUT whose outcome is unknown.
 * ``stale_read`` — every read (GET, LIST) that was not marked degraded
   reflects every write acknowledged before the read began: the generation it
   saw is at least that write's.
@@ -27,7 +27,12 @@ The rules (RFC 0011 §8):
 What is *not* a violation: an operation that failed (503 quorum lost, an
 unreachable slot at R = 1) or whose outcome is unknown (a timeout, a 503
 ``outcome_unknown``). Unknown writes may or may not have happened, so they
-count as attempted (their bytes may be read) but never as acknowledged.
+count as attempted (their bytes may be read) but never as acknowledged. As
+in any checker of indeterminate operations, an unknown write may take effect
+at any moment after it was invoked, even after its client gave up: a part of
+it left on a minority of replicas can surface once they heal. So it may be
+the final head at the generation of a later acknowledged write (both chose
+that generation from quorums that did not overlap on its replica).
 """
 
 from __future__ import annotations
@@ -241,15 +246,25 @@ def _lost_writes(history: History) -> list[Violation]:
                                  f"acknowledged {top.version}", (top,)))
             continue
         tie = (final.generation, final.deleted) == (top.version.generation, top.version.deleted)
-        if tie and not final.deleted:
-            peers = {op.version.etag for op in acked if op.version is not None
-                     and (op.version.generation, op.version.deleted) == (final.generation,
-                                                                          False)}
-            if final.etag not in peers:
-                out.append(Violation("lost_write", path, f"final head {final} replaced the "
-                                     f"acknowledged {top.version} at the same generation",
-                                     (top,)))
+        if tie and not final.deleted and final.etag not in _tie_winners(history, path, final):
+            out.append(Violation("lost_write", path, f"final head {final} replaced the "
+                                 f"acknowledged {top.version} at the same generation", (top,)))
     return out
+
+
+def _tie_winners(history: History, path: str, final: Version) -> set[str]:
+    """The etags a final meta may carry when it ties the top acknowledged write:
+    a write acknowledged at that generation, or a PUT of unknown outcome."""
+    winners: set[str] = set()
+    for op in history.ops:
+        if op.path != path or op.kind is not OpKind.PUT:
+            continue
+        if op.outcome is Outcome.UNKNOWN:
+            winners.add(op.sent_etag)
+        elif (op.outcome is Outcome.OK and op.version is not None
+              and op.version.generation == final.generation):
+            winners.add(op.version.etag)
+    return winners
 
 
 def _read_versions(op: Op) -> list[tuple[str, Version]]:
