@@ -110,3 +110,18 @@ def test_the_suite_runs_the_replicated_path() -> None:
     assert not result.violations, result.report()
     ok = Counter(op.kind for op in result.history.ops if op.outcome is Outcome.OK)
     assert ok[OpKind.PUT] > 5 and ok[OpKind.GET] > 5, ok
+
+
+def test_layout_changes_move_data_under_faults() -> None:
+    """A seed whose schedule joins the spare and then decommissions a
+    founder: the spare receives copies (its applies are observed), the
+    layout comes to rest (else `layout_not_at_rest`), and the checker finds
+    nothing, judged against the final layout's holders."""
+    result = run_seed(34)
+    assert not result.violations, result.report()
+    changes = [" ".join(line.split()[1:]) for line in result.faults
+               if line.split()[1] in ("join", "decommission")]
+    assert changes == ["join n4", "decommission n1 via n1"], result.faults
+    assert any(a.replica == "n4" for a in result.history.applied)
+    holders = {n for nodes in result.history.replica_sets.values() for n in nodes}
+    assert "n4" in holders and "n1" not in holders, holders

@@ -9,8 +9,10 @@ httpx transport that calls the target node's ASGI app in the target's own
 nursery, so a crash cuts its requests off). Faults: seeded delay, jitter and
 loss, two-way and one-way partitions, paused nodes (a stalled loop: gossip
 and requests to it wait), crashes (the node's scope is cancelled, no leave)
-and restarts on the same disk, and a wall clock per node skewed by up to an
-hour.
+and restarts on the same disk, a wall clock per node skewed by up to an
+hour, and layout changes: a spare node joins through the others (and its
+slots move to it) and a holding node is decommissioned (its slots move
+away), both while clients write.
 
 `run_seed(seed)` plays one seeded scenario: clients issue PUT, DELETE, GET
 and LIST to several nodes while a seeded fault schedule runs; then every
@@ -69,7 +71,7 @@ from rimio.config import (
     StorageConfig,
 )
 from rimio.core.head import Head
-from rimio.core.placement import replicas_for_slot
+from rimio.core.layout import Layout, LayoutError, Role
 from rimio.net.sim import LinkProfile, SimNetwork
 from rimio.net.transport import TransportError
 from rimio.node import InMemoryIO, Node
@@ -313,12 +315,18 @@ class ChaosParams:
     """One scenario's shape; `replicas` is R (W is its majority)."""
 
     nodes: int = 3
+    # Nodes outside the founding cluster that a "join" fault starts; a
+    # "decommission" fault drains a node once more than R nodes hold data.
+    spares: int = 1
     replicas: int = 3
     clients: int = 3
     paths: int = 6
     ops_per_client: int = 12
     workload_seconds: float = 20.0
     settle_seconds: float = 20.0
+    # How long the healed cluster gets for the layout to come to rest (every
+    # slot where its layout wants it) after a join or decommission.
+    movement_seconds: float = 120.0
     max_skew: float = 3600.0
     total_slots: int = 64
     membership: tuple[tuple[str, float | int | bool], ...] = ()
@@ -338,11 +346,12 @@ class ChaosCluster:
         self.world = SimWorld(random.Random(rng.getrandbits(64)), link)
         self.t0 = trio.current_time()
         specs = []
-        for i in range(params.nodes):
+        for i in range(params.nodes + params.spares):
             address = Address(f"10.0.0.{i + 1}", 7000)
             specs.append(NodeSpec(f"n{i + 1}", address, address, (base_dir / f"n{i + 1}",)))
+        self.founders = [s.node_id for s in specs[:params.nodes]]
         self.cluster = ClusterConfig(
-            name="chaos", nodes=tuple(specs),
+            name="chaos", nodes=tuple(specs[:params.nodes]),
             replication=ReplicationConfig(replicas=params.replicas,
                                           total_slots=params.total_slots),
             storage=StorageConfig(gc_interval_seconds=3600.0, io_threads=1),
@@ -358,7 +367,14 @@ class ChaosCluster:
 
     @property
     def node_ids(self) -> list[str]:
+        """Every node, founders and spares (a spare refuses connections until
+        a "join" fault starts it)."""
         return list(self._specs)
+
+    def spare(self) -> str | None:
+        """A spare that has never been started, if any is left."""
+        return next((n for n in self._specs if n not in self.founders
+                     and n not in self.hosts), None)
 
     def address(self, node_id: str) -> str:
         return str(self._specs[node_id].advertise_addr)
@@ -369,12 +385,12 @@ class ChaosCluster:
     async def __aenter__(self) -> ChaosCluster:
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
-        for node_id in self._specs:
+        for node_id in self.founders:
             await self.start(node_id)
         return self
 
     async def __aexit__(self, *exc: Any) -> bool | None:
-        for node_id in self._specs:
+        for node_id in self.hosts:
             self.crash(node_id)
         result: bool | None = await self._nursery_cm.__aexit__(*exc)
         return result
@@ -394,7 +410,14 @@ class ChaosCluster:
         await self._nursery.start(self._run, host)
 
     async def _run(self, host: _Host, *, task_status: trio.TaskStatus[None]) -> None:
-        config = NodeConfig(cluster=self.cluster, spec=self._specs[host.node_id])
+        spec = self._specs[host.node_id]
+        cluster, seeds = self.cluster, tuple[str, ...]()
+        if host.node_id not in self.founders:
+            # a joiner knows the founders and itself, and enters through them
+            # (on a restart its persisted layout is used instead)
+            cluster = replace(cluster, nodes=(*cluster.nodes, spec))
+            seeds = tuple(self.address(n) for n in self.founders)
+        config = NodeConfig(cluster=cluster, spec=spec)
         skew = self.skew[host.node_id]
 
         def wall_clock() -> float:
@@ -405,7 +428,7 @@ class ChaosCluster:
         try:
             with trio.CancelScope() as scope:
                 host.scope = scope
-                node = Node(config, in_memory=io,
+                node = Node(config, in_memory=io, seeds=seeds,
                             make_transport=lambda a, _keys: SimGossipTransport(a, self.world))
                 node.store.on_applied = self._observer(host.node_id)
                 async with node, trio.open_nursery() as requests:
@@ -470,9 +493,47 @@ class ChaosCluster:
     def client(self, name: str, timeout: float = 10.0) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=SimHttpTransport(name, self.world), timeout=timeout)
 
+    def layout(self, node_id: str) -> Layout:
+        node = self.hosts[node_id].node
+        assert node is not None and node.layout is not None
+        return node.layout.current
+
+    def final_layout(self) -> Layout:
+        """The layout the running nodes agree on (the first founder's view)."""
+        return self.layout(self.founders[0])
+
+    def layout_at_rest(self) -> bool:
+        """Every running node has the same layout, and no slot is moving."""
+        up = [n for n in self.hosts if self.running(n)]
+        layouts = [self.layout(n) for n in up]
+        return len({lay.digest for lay in layouts}) == 1 and layouts[0].moving_slots() == 0
+
+    async def join(self) -> str | None:
+        """Start a spare that enters the cluster (None: no spare left)."""
+        spare = self.spare()
+        if spare is not None:
+            await self.start(spare)
+        return spare
+
+    async def decommission(self, victim: str, via: str) -> bool:
+        """Drain `victim` through `via`'s layout; False when the layout (as
+        `via` sees it) would keep fewer than R targets, or refuses."""
+        node = self.hosts[via].node
+        if node is None or node.layout is None:
+            return False
+        layout = node.layout.current
+        targets = [n for n in layout.members if layout.role(n) in (Role.JOINING, Role.ACTIVE)]
+        if victim not in targets or len(targets) <= self.params.replicas:
+            return False
+        try:
+            await node.layout.update(lambda lay: lay.decommission(victim))
+        except LayoutError:
+            return False
+        return True
+
     def converged(self) -> bool:
         """Every running node sees every running node alive."""
-        up = [n for n in self._specs if self.running(n)]
+        up = [n for n in self.hosts if self.running(n)]
         for observer in up:
             membership = self.hosts[observer].membership
             assert membership is not None
@@ -483,19 +544,20 @@ class ChaosCluster:
 
     # -- final state -----------------------------------------------------------------
 
-    async def replica_heads(self) -> dict[str, dict[int, list[Head]]]:
+    async def replica_heads(self, layout: Layout) -> dict[str, dict[int, list[Head]]]:
+        """Each node's heads of the slots it holds under `layout`: a copy the
+        layout no longer counts (a drained node's leftovers) is not a replica,
+        so it cannot stand in for a lost write."""
         out: dict[str, dict[int, list[Head]]] = {}
         for node_id, host in self.hosts.items():
             assert host.node is not None
             heads = await host.node.store.list_heads("", None, 1_000_000, include_deleted=True)
             by_slot: dict[int, list[Head]] = defaultdict(list)
             for head in heads:
-                by_slot[head.slot_id].append(head)
+                if node_id in layout.holders(head.slot_id):
+                    by_slot[head.slot_id].append(head)
             out[node_id] = dict(by_slot)
         return out
-
-    def replica_set(self, slot: int) -> list[str]:
-        return list(replicas_for_slot(slot, self.node_ids, self.cluster.effective_replicas))
 
 
 # -- the workload ------------------------------------------------------------------
@@ -614,19 +676,30 @@ class Workload:
 
 # -- faults ------------------------------------------------------------------------
 
-FAULTS = ("partition", "one_way", "pause", "crash", "loss", "none")
+FAULTS = ("partition", "one_way", "pause", "crash", "loss", "join", "decommission", "none")
 
 
 async def fault_schedule(cluster: ChaosCluster, rng: random.Random, log: list[str]) -> None:
     """Seeded faults during the workload; each is undone a little later."""
-    ids = cluster.node_ids
     end = cluster.params.workload_seconds
     while cluster.now() < end:
         await trio.sleep(rng.uniform(1.0, 6.0))
+        ids = list(cluster.hosts)  # the nodes started so far
         fault = rng.choice(FAULTS)
         victim = rng.choice(ids)
-        log.append(f"{cluster.now():.3f} {fault} {victim}")
         hold = rng.uniform(1.0, 8.0)
+        if fault == "join":
+            # permanent: the spare stays (and its slots move to it)
+            joined = await cluster.join()
+            log.append(f"{cluster.now():.3f} join {joined or '(no spare left)'}")
+            continue
+        if fault == "decommission":
+            via = rng.choice(ids)
+            done = await cluster.decommission(victim, via)
+            log.append(f"{cluster.now():.3f} decommission {victim} via {via}"
+                       + ("" if done else " (refused)"))
+            continue
+        log.append(f"{cluster.now():.3f} {fault} {victim}")
         if fault in ("partition", "one_way"):
             side = [victim, *rng.sample([x for x in ids if x != victim],
                                         rng.randint(0, max(0, len(ids) - 2)))]
@@ -695,7 +768,7 @@ async def _final_reads(cluster: ChaosCluster, paths: list[str]) -> list[FinalRea
     async with cluster.client("checker") as http:
         for path in paths:
             found = False
-            for node in cluster.node_ids:
+            for node in list(cluster.hosts):
                 r = await http.get(_blob_url(cluster, node, path))
                 if found:
                     continue
@@ -729,13 +802,17 @@ async def play(seed: int, base_dir: Path, params: ChaosParams) -> ChaosResult:
                 nursery.start_soon(workload.run_client, f"c{i}", client_rng)
         # heal: every fault undone, crashed nodes back, then quiet
         cluster.heal()
-        for node_id in cluster.node_ids:
+        for node_id in list(cluster.hosts):
             cluster.resume(node_id)
             if not cluster.running(node_id):
                 await cluster.restart(node_id)
         deadline = cluster.now() + params.settle_seconds
         while cluster.now() < deadline and not cluster.converged():  # noqa: ASYNC110
             await trio.sleep(0.5)
+        deadline = cluster.now() + params.movement_seconds
+        while cluster.now() < deadline and not cluster.layout_at_rest():  # noqa: ASYNC110
+            await trio.sleep(0.5)
+        at_rest = cluster.layout_at_rest()
         await trio.sleep(1.0)
         # Every path is read through every node: a replica that missed a
         # write while it was cut off is brought up to date by read repair,
@@ -743,16 +820,23 @@ async def play(seed: int, base_dir: Path, params: ChaosParams) -> ChaosResult:
         # (issue 8) lands. Then the repairs get time to finish.
         final_reads = await _final_reads(cluster, workload.paths)
         await trio.sleep(REPAIR_SETTLE_SECONDS)
-        replicas = await cluster.replica_heads()
+        layout = cluster.final_layout()
+        replicas = await cluster.replica_heads(layout)
         slots = sorted({s for by_slot in replicas.values() for s in by_slot})
         history = History(
             ops=sorted(workload.ops, key=lambda op: op.op_id),
             replicas=replicas,
-            replica_sets={s: cluster.replica_set(s) for s in slots},
+            replica_sets={s: list(layout.holders(s)) for s in slots},
             final_reads=final_reads,
             applied=list(cluster.applied),
         )
-    return ChaosResult(seed, history, check(history), faults)
+    violations = check(history)
+    if not at_rest:
+        violations.append(Violation(
+            "layout_not_at_rest", "", f"slots still moving {params.movement_seconds} s "
+            f"after healing (layout version {layout.version}, "
+            f"{layout.moving_slots()} moving)"))
+    return ChaosResult(seed, history, violations, faults)
 
 
 def run_seed(seed: int, params: ChaosParams | None = None, base_dir: Path | None = None
