@@ -99,6 +99,18 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RepairConfig:
+    """Anti-entropy between the replicas of a slot (RFC 0014)."""
+
+    # a round over every peer starts at least this often (0: never)
+    interval_seconds: float = 60.0
+    # slots compared and repaired at once, with one peer
+    slot_concurrency: int = 4
+    # repair traffic, bytes per second on average
+    bytes_per_second: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The HTTP server's limits (RFC 0006 section 7); `api/limits` enforces
     the per-request ones, hypercorn the per-connection ones."""
@@ -166,6 +178,7 @@ class ClusterConfig:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
     key_file: Path | None = None
     # Run a cluster of several nodes without a key file, knowingly.
     insecure: bool = False
@@ -340,6 +353,13 @@ STORAGE_SECTION: Final = Section((
     Option("gc_interval_seconds", Number(0.01, 1e9), "how often garbage is collected"),
 ))
 
+REPAIR_SECTION: Final = Section((
+    Option("interval_seconds", Number(0, 1e9),
+           "a round of anti-entropy starts at least this often (0: never)"),
+    Option("slot_concurrency", Integer(1, 1024), "slots compared and repaired at once"),
+    Option("bytes_per_second", Integer(1, 1 << 40), "repair traffic, on average"),
+))
+
 SERVER_SECTION: Final = Section((
     Option("graceful_timeout_seconds", Number(0, 3600), "time requests get to finish on stop"),
     Option("max_header_bytes", Integer(1024, 1 << 20), "largest request head accepted"),
@@ -384,6 +404,7 @@ CONFIG_FILE: Final = Section((
            required=True),
     Option("storage", STORAGE_SECTION, "storage engine limits"),
     Option("server", SERVER_SECTION, "HTTP server limits"),
+    Option("repair", REPAIR_SECTION, "anti-entropy between replicas"),
     Option("membership", MEMBERSHIP_SECTION, "overrides of the membership protocol's knobs"),
     Option("access", ACCESS_SECTION, "client tokens (without it the API is open)"),
 ))
@@ -468,6 +489,7 @@ def parse_config(raw: Any, base_dir: Path) -> ClusterConfig:
         replication=_replication(initial.get("replication", {}), len(nodes)),
         storage=StorageConfig(**document.get("storage", {})),
         server=ServerConfig(**document.get("server", {})),
+        repair=RepairConfig(**document.get("repair", {})),
         key_file=key_file,
         insecure=cluster.get("insecure", False),
         membership=_membership(document.get("membership")),

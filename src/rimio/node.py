@@ -50,12 +50,13 @@ from rimio.cluster.membership import MembershipService
 from rimio.cluster.peers import PeerClient
 from rimio.cluster.replicas import HttpReplica
 from rimio.config import Address, NodeConfig, load_keyring
-from rimio.core.frames import FrameError
+from rimio.core.frames import FrameError, Status
 from rimio.core.keyring import KeyRing
 from rimio.core.replica import Replica, ReplicaUnavailable
 from rimio.errors import ConfigError
 from rimio.net.http import HttpTransport
 from rimio.net.transport import Transport
+from rimio.ops.antientropy import AntiEntropy, AntiEntropySettings
 from rimio.ops.coordinator import Coordinator, settings_for
 from rimio.ops.movement import SlotMover
 from rimio.ops.objects import ObjectService
@@ -160,6 +161,7 @@ class Node:
         self.layout: LayoutService | None = None
         self.replica: LocalReplica | None = None
         self.mover: SlotMover | None = None
+        self.antientropy: AntiEntropy | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -219,6 +221,15 @@ class Node:
             self.replica = LocalReplica(self.store, self.node_id, clock=self._wall_clock)
             coordinator = self._build_coordinator(layout, membership, peers, self.replica)
             mover = SlotMover(coordinator.ctx, layout, self.replica)
+            repair = self.config.cluster.repair
+            antientropy = AntiEntropy(coordinator.ctx, layout, self.replica, AntiEntropySettings(
+                interval=repair.interval_seconds, slot_concurrency=repair.slot_concurrency,
+                bytes_per_second=float(repair.bytes_per_second),
+                burst_bytes=float(min(repair.bytes_per_second, 8 * 1024 * 1024))))
+            # a peer that comes back may have missed writes: compare with it now
+            membership.member_listeners.append(
+                lambda change: antientropy.trigger()
+                if change.status is Status.ALIVE and change.node_id != self.node_id else None)
             objects = ObjectService(self.config, self.store, self._wall_clock, peers=peers,
                                     liveness=membership, placement=layout,
                                     coordinator=coordinator)
@@ -237,9 +248,11 @@ class Node:
                 max_frame_size=self.config.cluster.swim_config().max_frame_size,
                 replicas=replicas,
                 movement=mover.progress,
+                anti_entropy=antientropy.progress,
             )
             self.membership, self.objects, self.layout = membership, objects, layout
             self.mover = mover
+            self.antientropy = antientropy
             limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,
                                     min_body_rate=server.min_body_rate_bytes_per_second,
                                     body_grace=server.body_rate_grace_seconds)
@@ -252,7 +265,8 @@ class Node:
             self._app = app
             if listener is not None:
                 await nursery.start(self._serve, app, self._hypercorn_config(listener))
-            await nursery.start(self._run_background, membership, layout, coordinator, mover)
+            await nursery.start(self._run_background, membership, layout, coordinator, mover,
+                                antientropy)
         except BaseException as exc:
             self._shutdown.set()
             self._background.cancel()
@@ -427,11 +441,12 @@ class Node:
                            wall_clock=self._wall_clock, refresh_layout=layout.refresh)
 
     async def _run_background(self, membership: MembershipService, layout: LayoutService,
-                              coordinator: Coordinator, mover: SlotMover, *,
+                              coordinator: Coordinator, mover: SlotMover,
+                              antientropy: AntiEntropy, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                               ) -> None:
         """Membership, the layout exchange, the coordinator's background work
-        (read repair), slot movement, slot-cache eviction and GC, under
+        (read repair), slot movement, anti-entropy, slot-cache eviction and GC, under
         one cancel scope that `__aexit__` cancels."""
         with self._background:
             async with trio.open_nursery() as background:
@@ -439,6 +454,7 @@ class Node:
                 await background.start(layout.run)
                 await background.start(coordinator.run)
                 await background.start(mover.run)
+                await background.start(antientropy.run)
                 await background.start(self.store.run_evictor)
                 background.start_soon(self._gc_loop)
                 task_status.started()

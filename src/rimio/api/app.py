@@ -47,6 +47,8 @@ class NodeView:
     replicas: ReplicaService | None = None
     # Slot movement's progress (None: the node runs no mover).
     movement: Callable[[], dict[str, Any]] | None = None
+    # Anti-entropy's counters (None: the node runs none).
+    anti_entropy: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,10 +78,14 @@ class NodeView:
     def node_stats(self) -> dict[str, Any]:
         """`GET /internal/v1/stats`: the storage engine's counters and, when
         the node moves slots, `movement` (slots copied and dropped, heads and
-        bytes copied, the backlog)."""
+        bytes copied, the backlog), and `anti_entropy` (rounds, the time of the
+        last full round, slots differing, heads pulled and pushed, bytes
+        moved, failures, the backlog)."""
         stats = self.objects.storage_stats()
         if self.movement is not None:
             stats["movement"] = self.movement()
+        if self.anti_entropy is not None:
+            stats["anti_entropy"] = self.anti_entropy()
         return stats
 
     def cluster_state(self) -> dict[str, Any]:

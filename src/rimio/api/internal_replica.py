@@ -22,6 +22,9 @@ Routes under `/internal/v1/slots/{slot}` and their answers:
   `Range: bytes=first-last` (within the part): 206 and the bytes (200 and the
   whole part without a Range)
 * `GET heads?prefix=&after=&limit=`: `{"heads": [head, ...]}`
+
+And `POST /internal/v1/digest`: a msgpack digest question, answered in
+msgpack (`rimio.core.digest_wire`, RFC 0014 §3).
 """
 
 from __future__ import annotations
@@ -41,9 +44,12 @@ from rimio.ops.objects import MAX_LIST_LIMIT
 from rimio.ops.replica_service import ReplicaService
 
 SLOTS_PREFIX = "/internal/v1/slots"
+DIGEST_PATH = "/internal/v1/digest"
 _MAX_DIGITS = 19
 _RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{1,19})")
 _MAX_WRITE_ID = 128
+# A digest question names at most every slotlet of one slot.
+_MAX_QUESTION_BYTES = 4096
 
 
 class Authenticator(Protocol):
@@ -183,6 +189,11 @@ class ReplicaHandlers:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/*"
         return Response(stream(), status=status, headers=headers)
 
+    async def digest(self) -> Response:
+        body = await self._auth.authenticated_body_of(_MAX_QUESTION_BYTES)
+        answer = await self._replicas.digest(body)
+        return Response(answer, status=200, headers={"Content-Type": "application/msgpack"})
+
     async def list_heads(self, slot: str) -> Response:
         await self._auth.authenticated_body_of(0)
         self._layout()
@@ -210,3 +221,4 @@ def add_replica_routes(bp: Blueprint, handlers: ReplicaHandlers) -> None:
     bp.add_url_rule(f"{slot}/heads", "replica_heads", handlers.list_heads, methods=["GET"])
     bp.add_url_rule(f"{slot}/parts/<index>", "replica_part", handlers.get_part,
                     methods=["GET"])
+    bp.add_url_rule(DIGEST_PATH, "replica_digest", handlers.digest, methods=["POST"])

@@ -22,6 +22,9 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from rimio.cluster.peers import PeerClient
+from rimio.core import digest_wire
+from rimio.core.digest import HeadKey
+from rimio.core.digest_wire import DigestQuestion, DigestWireError
 from rimio.core.head import Head
 from rimio.core.replica import (
     ApplyAnswer,
@@ -34,6 +37,9 @@ from rimio.core.replica import (
 from rimio.core.replica_wire import Offer, encode_offer
 
 SLOTS = "/internal/v1/slots"
+DIGEST = "/internal/v1/digest"
+# A digest answer (at most 64 K head rows of a path each) larger than this is not a replica's.
+MAX_DIGEST_ANSWER_BYTES = 512 * 1024 * 1024
 HEADS = "/internal/v1/heads"
 LAYOUT_VERSION_HEADER = "X-Rimio-Layout-Version"
 # A JSON answer (a head, a listing) larger than this is not a replica's.
@@ -184,6 +190,49 @@ class HttpReplica:
         if got != want:
             raise ReplicaUnavailable(f"{self._node_id}: part {index} ended after {got} of "
                                      f"{want} bytes")
+
+    # -- digests (RFC 0014) -------------------------------------------------------
+
+    async def _digest(self, question: DigestQuestion) -> bytes:
+        resp = await self._send("POST", DIGEST, body=digest_wire.encode_question(question),
+                                headers={"Content-Type": "application/msgpack"})
+        try:
+            return await _read(resp, MAX_DIGEST_ANSWER_BYTES)
+        except httpx.HTTPError as exc:
+            raise ReplicaUnavailable(f"{self._node_id}: the answer broke off "
+                                     f"({type(exc).__name__})") from None
+        except ValueError:
+            raise self._unreadable("digest answer (too large)") from None
+        finally:
+            await resp.aclose()
+
+    async def digest_tops(self) -> dict[int, bytes]:
+        data = await self._digest(DigestQuestion("tops"))
+        try:
+            return digest_wire.decode_tops(data, total_slots=digest_wire.MAX_SLOTS)
+        except DigestWireError as exc:
+            raise self._unreadable(f"digest answer ({exc})") from None
+
+    async def digest_groups(self, slot: int) -> tuple[bytes, ...]:
+        data = await self._digest(DigestQuestion("groups", slot))
+        try:
+            return digest_wire.decode_groups(data)
+        except DigestWireError as exc:
+            raise self._unreadable(f"digest answer ({exc})") from None
+
+    async def digest_slotlets(self, slot: int, groups: Sequence[int]) -> dict[int, bytes]:
+        data = await self._digest(DigestQuestion("slotlets", slot, tuple(groups)))
+        try:
+            return digest_wire.decode_slotlets(data)
+        except DigestWireError as exc:
+            raise self._unreadable(f"digest answer ({exc})") from None
+
+    async def slotlet_heads(self, slot: int, slotlets: Sequence[int]) -> dict[str, HeadKey]:
+        data = await self._digest(DigestQuestion("heads", slot, tuple(slotlets)))
+        try:
+            return digest_wire.decode_heads(data)
+        except DigestWireError as exc:
+            raise self._unreadable(f"digest answer ({exc})") from None
 
     async def list_heads(self, slot: int | None, prefix: str, after: str | None,
                          limit: int) -> list[Head]:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rimio.core.digest import HeadKey
 from rimio.core.errors import RimioError
 from rimio.core.head import Head
 
@@ -103,4 +104,22 @@ class Replica(Protocol):
                          limit: int) -> list[Head]:
         """Current heads (tombstones included) in path order after `after`;
         `slot` None: every slot the replica holds."""
+        ...
+
+    # -- digests (RFC 0014) ---------------------------------------------------
+
+    async def digest_tops(self) -> dict[int, bytes]:
+        """The digest of every slot with heads here (absent: empty)."""
+        ...
+
+    async def digest_groups(self, slot: int) -> tuple[bytes, ...]:
+        """The group digests of `slot` (`rimio.core.digest.GROUPS` of them)."""
+        ...
+
+    async def digest_slotlets(self, slot: int, groups: Sequence[int]) -> dict[int, bytes]:
+        """The non-empty slotlet digests of `groups` of `slot`, by slotlet."""
+        ...
+
+    async def slotlet_heads(self, slot: int, slotlets: Sequence[int]) -> dict[str, HeadKey]:
+        """The head order key of every current head of `slot` in `slotlets`."""
         ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 
+from rimio.core import digest_wire
 from rimio.core.errors import BadRequest
 from rimio.core.head import Head
 from rimio.core.offers import check_path, part_count_for
@@ -92,6 +93,19 @@ class ReplicaService:
             await chunks.aclose()
             raise
         return first, chunks
+
+    async def digest(self, body: bytes) -> bytes:
+        """The msgpack answer to the msgpack digest question `body` (RFC 0014
+        §3); BadRequest when it does not parse."""
+        q = digest_wire.decode_question(body, total_slots=self.total_slots)
+        local = self._local
+        if q.kind == "tops":
+            return digest_wire.encode_tops(await local.digest_tops())
+        if q.kind == "groups":
+            return digest_wire.encode_groups(await local.digest_groups(q.slot))
+        if q.kind == "slotlets":
+            return digest_wire.encode_slotlets(await local.digest_slotlets(q.slot, q.indexes))
+        return digest_wire.encode_heads(await local.slotlet_heads(q.slot, q.indexes))
 
     async def list_heads(self, slot: int, prefix: str, after: str | None,
                          limit: int) -> list[Head]:

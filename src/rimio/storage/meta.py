@@ -19,7 +19,9 @@ its size on disk (`stored_bytes`; `size_bytes` is always the logical size).
 
 `GroupMeta` is one database; `SlotMeta` is the view of one slot's rows in it,
 with every query by path scoped to the slot. Schema version 4 is the first of
-group databases (versions 1 to 3 were per-slot files, migrated at start).
+group databases (versions 1 to 3 were per-slot files, migrated at start);
+version 5 adds the slotlet digests of anti-entropy (RFC 0014), computed from
+the heads when a version-4 database is opened.
 
 Methods block; the caller runs them in a worker thread and holds the group's `lock`.
 """
@@ -31,22 +33,35 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rimio.core.digest import EMPTY, SLOTLETS, HeadKey, SlotDigest, slotlet_of, token_of, xor
 from rimio.core.errors import StorageCorrupt
 from rimio.core.head import Head, beats
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck
 from rimio.storage.parts import PartRecord, fsync_dir
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Slots per disk share this many databases: slot s goes to group s % GROUPS.
 # Fixed for a node's disks: changing it would move rows between files.
 GROUPS = 64
 META_DIR = "meta"
+
+# The digests of each slot's current heads (RFC 0014): one row per non-empty
+# slotlet, and a row at slotlet SLOTLETS holding the slot's digest (the XOR of
+# all), kept in the transaction of every change of a current head.
+_SLOTLETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS slotlets (
+    slot_id INTEGER NOT NULL,
+    slotlet INTEGER NOT NULL,
+    digest  BLOB    NOT NULL,
+    PRIMARY KEY (slot_id, slotlet)
+) WITHOUT ROWID;
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS file_entries (
@@ -90,7 +105,7 @@ CREATE TABLE IF NOT EXISTS migrated_slots (
     slot_id     INTEGER PRIMARY KEY,
     migrated_at REAL NOT NULL
 );
-"""
+""" + _SLOTLETS_SCHEMA
 
 # The columns a per-slot database (schema version 3) shares with a group's.
 LEGACY_ENTRY_COLUMNS = (
@@ -190,6 +205,21 @@ class GroupMeta:
         if version > SCHEMA_VERSION:
             raise StorageCorrupt(f"metadata database schema version {version} is newer than "
                                  f"this rimio's ({SCHEMA_VERSION})")
+        if version == 4:
+            # Version 4 had no slotlet digests: add them, computed from the heads.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(_SLOTLETS_SCHEMA)  # (executescript would commit first)
+                for (slot,) in db.execute(
+                        "SELECT DISTINCT slot_id FROM file_entries WHERE is_current = 1"
+                ).fetchall():
+                    SlotMeta(db, int(slot)).rebuild_digests()
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return
         if version != 0:
             # Versions 1 to 3 were per-slot files, never group databases.
             raise StorageCorrupt(f"{self.path} has schema version {version}, not that of a "
@@ -239,6 +269,12 @@ class GroupMeta:
         ).fetchall()
         return [(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
 
+    def slot_tops(self) -> dict[int, bytes]:
+        """The digest of every slot of the group that has heads (RFC 0014)."""
+        rows = self._db.execute("SELECT slot_id, digest FROM slotlets WHERE slotlet = ?",
+                                (SLOTLETS,)).fetchall()
+        return {int(r[0]): bytes(r[1]) for r in rows}
+
     # -- migration of a per-slot database ---------------------------------------
 
     def is_migrated(self, slot: int) -> bool:
@@ -270,6 +306,7 @@ class GroupMeta:
                         " FROM legacy.write_results",
                         (slot,),
                     )
+                SlotMeta(db, slot).rebuild_digests()
                 self._mark_migrated(slot, now)
                 db.execute("COMMIT")
             except BaseException:
@@ -492,6 +529,57 @@ class SlotMeta:
               p.size_bytes, p.local_path, p.data if p.inline else None, p.compression,
               p.stored_bytes, now) for p in parts],
         )
+        self._update_digests(head.path, current, head)
+
+    # -- digests (RFC 0014) ----------------------------------------------------
+
+    def _update_digests(self, path: str, old: Head | None, new: Head) -> None:
+        """XOR the replaced head's token out of its slotlet's digest and the
+        slot's, and the new head's in (inside the caller's transaction)."""
+        change = token_of(path, new.sha256)
+        if old is not None:
+            change = xor(change, token_of(path, old.sha256))
+        for slotlet in (slotlet_of(path), SLOTLETS):
+            row = self._db.execute(
+                "SELECT digest FROM slotlets WHERE slot_id = ? AND slotlet = ?",
+                (self.slot_id, slotlet)).fetchone()
+            value = xor(bytes(row[0]), change) if row is not None else change
+            if value == EMPTY:
+                self._db.execute("DELETE FROM slotlets WHERE slot_id = ? AND slotlet = ?",
+                                 (self.slot_id, slotlet))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO slotlets (slot_id, slotlet, digest) "
+                                 "VALUES (?, ?, ?)", (self.slot_id, slotlet, value))
+
+    def rebuild_digests(self) -> None:
+        """Recompute this slot's digests from its current heads (a migration;
+        inside the caller's transaction)."""
+        rows = self._db.execute(
+            "SELECT path, head_sha256 FROM file_entries WHERE slot_id = ? AND is_current = 1",
+            (self.slot_id,)).fetchall()
+        digest = SlotDigest.of_heads((r[0], r[1]) for r in rows)
+        self._db.execute("DELETE FROM slotlets WHERE slot_id = ?", (self.slot_id,))
+        values = [(self.slot_id, i, d) for i, d in enumerate(digest.slotlets) if d != EMPTY]
+        if values:
+            values.append((self.slot_id, SLOTLETS, digest.top()))
+        self._db.executemany("INSERT INTO slotlets (slot_id, slotlet, digest) VALUES (?, ?, ?)",
+                             values)
+
+    def digest(self) -> SlotDigest:
+        """This slot's digest, as kept."""
+        rows = self._db.execute(
+            "SELECT slotlet, digest FROM slotlets WHERE slot_id = ? AND slotlet < ?",
+            (self.slot_id, SLOTLETS)).fetchall()
+        return SlotDigest.from_sparse({int(r[0]): bytes(r[1]) for r in rows})
+
+    def heads_in(self, slotlets: Iterable[int]) -> dict[str, HeadKey]:
+        """The head order key of each current head in `slotlets`, by path."""
+        wanted = set(slotlets)
+        rows = self._db.execute(
+            "SELECT path, generation, entry_kind, head_sha256 FROM file_entries "
+            "WHERE slot_id = ? AND is_current = 1", (self.slot_id,)).fetchall()
+        return {r[0]: HeadKey(int(r[1]), r[2] == "tombstone", r[3]) for r in rows
+                if slotlet_of(r[0]) in wanted}
 
     def _record_result(self, head: Head, result: dict[str, Any] | None, now: float, *,
                        once: bool = False) -> None:
@@ -672,6 +760,7 @@ class SlotMeta:
         try:
             db.execute("DELETE FROM file_entries WHERE slot_id = ?", (self.slot_id,))
             db.execute("DELETE FROM write_results WHERE slot_id = ?", (self.slot_id,))
+            db.execute("DELETE FROM slotlets WHERE slot_id = ?", (self.slot_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

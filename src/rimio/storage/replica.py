@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any
 
+from rimio.core.digest import EMPTY, FANOUT, HeadKey
 from rimio.core.head import Head
 from rimio.core.offers import check_offer, check_path
 from rimio.core.replica import ApplyAnswer, HeadAnswer, PartInfo
@@ -83,6 +84,20 @@ class LocalReplica:
         if slot is None:
             return await self._store.list_heads(prefix, after, limit, include_deleted=True)
         return await self._store.slot_heads(slot, prefix, after, limit)
+
+    async def digest_tops(self) -> dict[int, bytes]:
+        return await self._store.slot_tops()
+
+    async def digest_groups(self, slot: int) -> tuple[bytes, ...]:
+        return (await self._store.slot_digest(slot)).groups()
+
+    async def digest_slotlets(self, slot: int, groups: Sequence[int]) -> dict[int, bytes]:
+        digest = await self._store.slot_digest(slot)
+        return {i: digest.slotlets[i] for g in groups for i in range(g * FANOUT, (g + 1) * FANOUT)
+                if digest.slotlets[i] != EMPTY}
+
+    async def slotlet_heads(self, slot: int, slotlets: Sequence[int]) -> dict[str, HeadKey]:
+        return await self._store.heads_in_slotlets(slot, slotlets)
 
     async def slots_with_data(self) -> set[int]:
         """The slots this node has rows of (what the mover sweeps)."""

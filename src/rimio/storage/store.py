@@ -28,6 +28,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterable,
     Sequence,
 )
 from dataclasses import dataclass, replace
@@ -37,6 +38,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import trio
 
+from rimio.core.digest import HeadKey, SlotDigest
 from rimio.core.errors import (
     BadRequest,
     ConfigError,
@@ -759,6 +761,30 @@ class LocalStore:
                 self.slot_dir(slot) / record.local_path, record.compression, start,
                 end - start, PartMissing, f"{path}: the file of part {index}"):
             yield chunk
+
+    # -- digests (RFC 0014) --------------------------------------------------------
+
+    async def slot_tops(self) -> dict[int, bytes]:
+        """The digest of every slot with heads on this node: one query per
+        group database (a slot not in the answer has none: its digest is zero)."""
+
+        def scan() -> dict[int, bytes]:
+            found: dict[int, bytes] = {}
+            for path in self._cache.groups():
+                with self._cache.acquire_group(path) as group:
+                    found.update(group.slot_tops())
+            return found
+
+        return await self._thread(scan)
+
+    async def slot_digest(self, slot: int) -> SlotDigest:
+        """The slotlet digests of `slot`'s current heads."""
+        return await self._with_slot(slot, SlotMeta.digest)
+
+    async def heads_in_slotlets(self, slot: int, slotlets: Iterable[int]
+                                ) -> dict[str, HeadKey]:
+        """The head order key of each current head of `slot` in `slotlets`."""
+        return await self._with_slot(slot, SlotMeta.heads_in, frozenset(slotlets))
 
     async def slots_with_data(self) -> set[int]:
         """The slots that have rows on this node (heads, parts, markers): one

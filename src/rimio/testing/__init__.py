@@ -37,6 +37,7 @@ from rimio.config import (
     ClusterConfig,
     NodeConfig,
     NodeSpec,
+    RepairConfig,
     ReplicationConfig,
     StorageConfig,
     ensure_key_file,
@@ -206,6 +207,7 @@ class LocalCluster:
         insecure: bool = False,
         total_slots: int | None = None,
         storage: StorageConfig | None = None,
+        repair: RepairConfig | None = None,
     ) -> None:
         if transport not in ("http", "memory"):
             raise ValueError("transport must be 'http' or 'memory'")
@@ -223,6 +225,7 @@ class LocalCluster:
                 replicas=replicas, min_write_replicas=None,
                 **({} if total_slots is None else {"total_slots": total_slots})),
             storage=storage or StorageConfig(gc_interval_seconds=3600.0),
+            repair=repair or RepairConfig(),
             key_file=key_file,
             insecure=insecure,
             membership=tuple(sorted(overrides.items())),

@@ -1,0 +1,226 @@
+"""Anti-entropy: replicas of a slot compare digests and heal what differs (RFC 0014).
+
+A background loop, per round, visits every other node that holds a slot this
+node holds (by the layout) and the failure detector does not hold dead. With
+each peer it compares, level by level (`rimio.core.digest`): the digests of
+every slot both hold (one question), then the group and slotlet digests of
+the slots that differ, then the heads of the slotlets that differ. By head
+order, the paths where the peer's head wins are *pulled* (its head and the
+bytes of its parts, checked against the etag, applied here through the
+replica protocol like any write) and the paths where ours wins are *pushed*
+the same way, so both sides converge in one round. A replica applies a head
+only if it beats its own: a repair never moves anything backwards.
+
+The loop runs a round at start (a restarted node catches up at once), then
+every `interval`, and at once when `trigger()` is called (the node calls it
+when a peer comes back alive). Slots are compared `slot_concurrency` at a
+time, and the bytes moved are paced by a token bucket, so healing shares the
+node with its clients instead of starving them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import trio
+
+from rimio.core.digest import EMPTY, FANOUT, differing, reconcile
+from rimio.core.layout import Layout
+from rimio.core.pacing import ByteRate
+from rimio.core.replica import Replica
+from rimio.ops.coordination import Coordination, log
+from rimio.ops.quorum_read import CoordinatedObject
+from rimio.ops.read_repair import repair_replica
+
+
+class LayoutView(Protocol):
+    @property
+    def current(self) -> Layout: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AntiEntropySettings:
+    # a round starts at least this often (seconds); 0 turns the loop off
+    interval: float = 60.0
+    # slots compared and repaired at once, with one peer
+    slot_concurrency: int = 4
+    # repair rate: bytes per second on average, and the burst allowed
+    bytes_per_second: float = 32 * 1024 * 1024
+    burst_bytes: float = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class AntiEntropyStats:
+    """For `GET /internal/v1/stats` (`anti_entropy`)."""
+
+    rounds: int = 0
+    # wall-clock time (seconds since 1970) the last round over every peer ended
+    last_full_round: float | None = None
+    last_round_seconds: float = 0.0
+    slots_compared: int = 0
+    slots_differing: int = 0
+    heads_pulled: int = 0
+    heads_pushed: int = 0
+    bytes_moved: int = 0
+    failures: int = 0
+    # slots found differing in the current round and not repaired yet
+    backlog: int = 0
+    last_error: str | None = None
+
+
+class AntiEntropy:
+    def __init__(self, ctx: Coordination, layout: LayoutView, local: Replica,
+                 settings: AntiEntropySettings | None = None, *,
+                 clock: Callable[[], float] = trio.current_time) -> None:
+        self._ctx = ctx
+        self._me = ctx.node_id
+        self._layout = layout
+        self._local = local
+        self.settings = settings or AntiEntropySettings()
+        self._clock = clock
+        self._rate = ByteRate(self.settings.bytes_per_second, self.settings.burst_bytes)
+        self._wake = trio.Event()
+        self.stats = AntiEntropyStats()
+
+    def progress(self) -> dict[str, Any]:
+        return asdict(self.stats)
+
+    def trigger(self) -> None:
+        """Start a round now (a peer came back: it may have missed writes)."""
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        task_status.started()
+        if self.settings.interval <= 0:
+            return
+        while True:
+            self._wake = trio.Event()
+            try:
+                await self.round()
+            except Exception as exc:  # a round must never take the node down
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("anti-entropy round failed")
+            with trio.move_on_after(self.settings.interval):
+                await self._wake.wait()
+
+    # -- a round ------------------------------------------------------------------
+
+    def peers(self) -> list[str]:
+        """Other nodes holding a slot this node holds, in a stable order."""
+        layout = self._layout.current
+        mine = layout.held_by(self._me)
+        found: set[str] = set()
+        for slot in mine:
+            found.update(layout.holders(slot))
+        found.discard(self._me)
+        return sorted(found)
+
+    async def round(self) -> bool:
+        """One pass over every reachable peer; True when every peer was
+        compared (and every difference repaired) without a failure."""
+        started = self._clock()
+        complete = True
+        for peer in self.peers():
+            if not self._ctx.liveness.is_reachable(peer):
+                complete = False
+                continue
+            try:
+                complete &= await self.sync_peer(peer)
+            except Exception as exc:
+                complete = False
+                self._failed(f"with {peer}", exc)
+        self.stats.rounds += 1
+        self.stats.last_round_seconds = self._clock() - started
+        if complete:
+            self.stats.last_full_round = self._ctx.wall_clock()
+        return complete
+
+    def _settled(self, slot: int, *nodes: str) -> bool:
+        """Whether `slot` sits where the layout wants it and `nodes` hold it.
+        A moving slot belongs to the mover: its copies come and go (a holder
+        drops it once the targets have it), and a repair must not put data
+        back into a copy that is being dropped."""
+        layout = self._layout.current
+        holders = layout.holders(slot)
+        return not layout.moving(slot) and all(n in holders for n in nodes)
+
+    async def sync_peer(self, peer: str) -> bool:
+        """Compare every settled slot both hold with `peer` and repair what differs."""
+        layout = self._layout.current
+        shared = sorted(s for s in layout.held_by(self._me) if self._settled(s, self._me, peer))
+        if not shared:
+            return True
+        remote = self._ctx.replica_for(peer)
+        mine = await self._local.digest_tops()
+        theirs = await remote.digest_tops()
+        todo = [s for s in shared if mine.get(s, EMPTY) != theirs.get(s, EMPTY)]
+        self.stats.slots_compared += len(shared)
+        self.stats.slots_differing += len(todo)
+        self.stats.backlog = len(todo)
+        failures = 0
+        limit = trio.Semaphore(max(1, self.settings.slot_concurrency))
+
+        async def one(slot: int) -> None:
+            nonlocal failures
+            async with limit:
+                try:
+                    await self.sync_slot(peer, slot)
+                except Exception as exc:
+                    failures += 1
+                    self._failed(f"slot {slot} with {peer}", exc)
+                finally:
+                    self.stats.backlog -= 1
+
+        async with trio.open_nursery() as nursery:
+            for slot in todo:
+                nursery.start_soon(one, slot)
+        return failures == 0
+
+    async def sync_slot(self, peer: str, slot: int) -> None:
+        """Find the paths of `slot` whose heads differ between here and `peer`,
+        and give each side the winner."""
+        remote = self._ctx.replica_for(peer)
+        my_groups = await self._local.digest_groups(slot)
+        groups = differing(my_groups, await remote.digest_groups(slot))
+        if not groups:
+            return
+        mine = await self._local.digest_slotlets(slot, groups)
+        theirs = await remote.digest_slotlets(slot, groups)
+        slotlets = [i for g in groups for i in range(g * FANOUT, (g + 1) * FANOUT)
+                    if mine.get(i, EMPTY) != theirs.get(i, EMPTY)]
+        if not slotlets:
+            return
+        plan = reconcile(await self._local.slotlet_heads(slot, slotlets),
+                         await remote.slotlet_heads(slot, slotlets))
+        for path in plan.pull:
+            if not self._settled(slot, self._me, peer):  # the layout changed meanwhile
+                return
+            await self._give(slot, path, source=peer, target=self._me)
+            self.stats.heads_pulled += 1
+        for path in plan.push:
+            if not self._settled(slot, self._me, peer):
+                return
+            await self._give(slot, path, source=self._me, target=peer)
+            self.stats.heads_pushed += 1
+
+    async def _give(self, slot: int, path: str, *, source: str, target: str) -> None:
+        """Bring `target` up to `source`'s current head of `path`."""
+        answer = await self._ctx.replica_for(source).get_head(slot, path)
+        if answer.head is None:  # gone since the listing (dropped): nothing to give
+            return
+        sent = await repair_replica(self._ctx, target,
+                                    CoordinatedObject(answer.head, (source,), False))
+        self.stats.bytes_moved += sent
+        wait = self._rate.take(self._clock(), sent)
+        if wait > 0 and math.isfinite(wait):
+            await trio.sleep(wait)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        log.info("anti-entropy %s failed: %s", what, exc)
