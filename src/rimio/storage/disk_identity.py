@@ -119,6 +119,9 @@ def claim_identities(disks: Sequence[Path], *, cluster: str, node_id: str, now: 
         elif disk.path in wanted:
             log.warning("disk %s of node %s initialised as a new disk; its data comes back "
                         "from the other replicas", disk.path, node_id)
+        else:
+            log.info("disk %s initialised for node %s of cluster %s", disk.path, node_id,
+                     cluster)
     return written
 
 
