@@ -1,5 +1,5 @@
 """`rimio`: the command line (`start`, `join`, `demo`, `keygen`, `token new`,
-`admin decommission`).
+`admin decommission`, `admin init-disk`).
 
 Every failure a user can cause ends in one line on stderr and a non-zero
 exit status, never a traceback. A running node rereads its cluster key file
@@ -16,6 +16,7 @@ import resource
 import secrets
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from rimio.config import (
 from rimio.demo import demo_configs, run_demo
 from rimio.errors import ConfigError
 from rimio.node import Node, check_port_free
+from rimio.storage.disk_identity import init_disks
 
 EXIT_CONFIG = 2
 
@@ -182,6 +184,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     drain.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     drain.add_argument("--timeout", type=float, default=0.0,
                        help="give up after this many seconds (default: wait)")
+    init_disk = admin_sub.add_parser(
+        "init-disk", help="bring a new or replaced blank disk into a stopped node")
+    init_disk.add_argument("--conf", required=True, type=Path, help="cluster config (YAML)")
+    init_disk.add_argument("--node", required=True, help="the node the disk belongs to")
+    init_disk.add_argument("disks", nargs="+", type=Path, metavar="DISK",
+                           help="the blank disk(s), as listed in the node's config")
     return parser.parse_args(argv)
 
 
@@ -194,6 +202,22 @@ async def _decommission(args: argparse.Namespace) -> None:
 
     await decommission(args.node, args.via, keyring, token=token, interval=args.interval,
                        give_up_after=args.timeout or None, report=report)
+
+
+def init_disk(config: NodeConfig, paths: list[Path]) -> list[Path]:
+    """Give the blank disks `paths` (as the node's config lists them) the node's
+    identity (RFC 0012); returns the configured disks initialised."""
+    configured = {disk.resolve(): disk for disk in config.spec.disks}
+    chosen = []
+    for path in paths:
+        disk = configured.get(path.resolve())
+        if disk is None:
+            raise ConfigError(f"{path} is not a disk of node {config.node_id} in the "
+                              "configuration")
+        chosen.append(disk)
+    init_disks(config.spec.disks, cluster=config.cluster.name, node_id=config.node_id,
+               replacing=chosen, now=time.time())
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             write_key_file(args.path)
             print(f"wrote a new cluster key to {args.path}; copy it to every node and set "
                   "cluster.key_file", file=sys.stderr)
+        elif args.command == "admin" and args.admin_command == "init-disk":
+            config = load_config(args.conf).node(args.node)
+            for disk in init_disk(config, args.disks):
+                print(f"initialised disk {disk} of node {config.node_id}; start the node and "
+                      "its data comes back from the other replicas", file=sys.stderr)
         elif args.command == "admin":
             trio.run(_decommission, args)
         elif args.command == "token":

@@ -1,10 +1,12 @@
 """`Node`: one Rimio node, composed under one trio nursery.
 
-`async with Node(config) as node:` checks the configuration's disks and port,
-opens the store (cleaning up interrupted writes), starts the HTTP server on
-the node's one port and the background tasks; leaving the block stops
-accepting, lets in-flight requests finish (up to the graceful timeout) and
-closes the store. Tests, `rimio start` and embedding programs all use it.
+`async with Node(config) as node:` checks the configuration's disks (refusing
+a missing, unmounted or foreign one, RFC 0012) and port, claims the disks
+(their locks and identity files), opens the store (cleaning up interrupted
+writes), starts the HTTP server on the node's one port and the background
+tasks; leaving the block stops accepting, lets in-flight requests finish (up
+to the graceful timeout) and closes the store. Tests, `rimio start` and
+embedding programs all use it.
 
 The listening socket is bound first, so the node's address is final (even on
 port 0) before any part that needs it is built: each part gets what it needs
@@ -62,6 +64,7 @@ from rimio.ops.movement import SlotMover
 from rimio.ops.objects import ObjectService
 from rimio.ops.replica_service import ReplicaService
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
+from rimio.storage.disk_identity import check_disks, claim_identities
 from rimio.storage.replica import LocalReplica
 from rimio.storage.store import LocalStore
 
@@ -186,8 +189,12 @@ class Node:
 
     async def __aenter__(self) -> Node:
         spec = self.config.spec
+        cluster_name = self.config.cluster.name
         for disk in spec.disks:
             check_disk_usable(disk)
+        # A missing, unmounted or foreign disk is refused before anything is written.
+        await self._blocking(functools.partial(check_disks, spec.disks, cluster=cluster_name,
+                                               node_id=self.node_id))
         # Binding is also the port check: nothing is written yet if it fails.
         listener = bind_listener(spec.bind_addr) if self._in_memory is None else None
         stack = contextlib.AsyncExitStack()
@@ -200,6 +207,9 @@ class Node:
             for disk in spec.disks:
                 fd = await self._blocking(lock_disk, disk)
                 stack.callback(os.close, fd)
+            await self._blocking(functools.partial(
+                claim_identities, spec.disks, cluster=cluster_name, node_id=self.node_id,
+                now=self._wall_clock()))
             await self.store.open()
             stack.push_async_callback(self.store.close)
             incarnation = await self._blocking(claim_disk, spec.disks[0], self.node_id)
