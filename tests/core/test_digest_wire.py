@@ -4,6 +4,7 @@ but their own error."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import msgpack
@@ -42,16 +43,12 @@ def test_answers_round_trip(tops: dict[int, bytes], groups: list[bytes],
 
 @given(st.binary(max_size=200))
 def test_random_bytes_are_refused_cleanly(data: bytes) -> None:
-    try:
+    with contextlib.suppress(BadRequest):
         w.decode_question(data, total_slots=64)
-    except BadRequest:
-        pass
     for decode in (lambda d: w.decode_tops(d, total_slots=64), w.decode_groups,
                    w.decode_slotlets, w.decode_heads):
-        try:
+        with contextlib.suppress(w.DigestWireError):
             decode(data)
-        except w.DigestWireError:
-            pass
 
 
 @pytest.mark.parametrize("body", [
