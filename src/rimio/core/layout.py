@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -172,18 +173,21 @@ def _check_holding(node: str, holding: Holding, members: Mapping[str, Member],
 _TARGET_CACHES: OrderedDict[tuple[tuple[str, ...], int], dict[int, tuple[str, ...]]] = (
     OrderedDict())
 _TARGET_CACHES_KEPT = 16
+# layouts are also built in worker threads (a node loading its file)
+_TARGET_CACHES_LOCK = threading.Lock()
 
 
 def _target_cache(targetable: tuple[str, ...], replicas: int) -> dict[int, tuple[str, ...]]:
     key = (targetable, replicas)
-    found = _TARGET_CACHES.get(key)
-    if found is None:
-        found = _TARGET_CACHES[key] = {}
-        while len(_TARGET_CACHES) > _TARGET_CACHES_KEPT:
-            _TARGET_CACHES.popitem(last=False)
-    else:
-        _TARGET_CACHES.move_to_end(key)
-    return found
+    with _TARGET_CACHES_LOCK:
+        found = _TARGET_CACHES.get(key)
+        if found is None:
+            found = _TARGET_CACHES[key] = {}
+            while len(_TARGET_CACHES) > _TARGET_CACHES_KEPT:
+                _TARGET_CACHES.popitem(last=False)
+        else:
+            _TARGET_CACHES.move_to_end(key)
+        return found
 
 
 def _majority(effective_r: int) -> int:

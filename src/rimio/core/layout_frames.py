@@ -19,6 +19,7 @@ merge's comparisons of them cost anything (most exchanges change nothing).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final
 
 import msgpack
@@ -47,15 +48,19 @@ _ROW: Final = 3
 # most exchanges carry holdings that did not change since the last one, and
 # decoding them to the very same objects skips building their sets again and
 # makes merge's comparisons identity checks. Bounded; oldest out first.
+# (A node loads its persisted layout in a worker thread: the lock keeps the
+# eviction safe against another node of the same process decoding meanwhile.)
 _HOLDINGS: dict[tuple[int, int, bytes], Holding] = {}
 _HOLDINGS_KEPT: Final = 32  # ~100 KiB each at 2048 slots, when no layout holds them
+_HOLDINGS_LOCK = threading.Lock()
 
 
 def _remember(key: tuple[int, int, bytes], holding: Holding) -> None:
-    _HOLDINGS.pop(key, None)
-    _HOLDINGS[key] = holding
-    while len(_HOLDINGS) > _HOLDINGS_KEPT:
-        del _HOLDINGS[next(iter(_HOLDINGS))]
+    with _HOLDINGS_LOCK:
+        _HOLDINGS.pop(key, None)
+        _HOLDINGS[key] = holding
+        while len(_HOLDINGS) > _HOLDINGS_KEPT:
+            del _HOLDINGS[next(iter(_HOLDINGS))]
 
 
 def _bitmap(holding: Holding, total_slots: int) -> bytes:
