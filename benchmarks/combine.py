@@ -2,7 +2,9 @@
 
 Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md),
 `bench_cluster.py` (-> benchmarks/cluster.md) and `membership/run.py`
-(-> benchmarks/membership/results.md). A report that is missing is named as
+(-> benchmarks/membership/results.md); benchmarks/layout.md holds the
+before/after figures of `bench_layout.py`, written by hand (a run measures
+one version of the code). A report that is missing is named as
 missing, never replaced by older figures.
 """
 
@@ -14,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 PARTS = [
     ("Single node (issues 2 and 10)", HERE / "single-node.md"),
     ("Three-node cluster (issue 7)", HERE / "cluster.md"),
+    ("Layout (issue 7)", HERE / "layout.md"),
     ("Membership, simulated (issue 3)", HERE / "membership" / "results.md"),
 ]
 

@@ -17,8 +17,10 @@ from rimio.core.layout import (
     LayoutMismatch,
     Member,
     Role,
+    bits_to_slots,
     merge,
     merge_all,
+    slots_to_bits,
 )
 
 SLOTS = 64
@@ -376,3 +378,85 @@ def test_plan_matches_its_sets(slot: int, other: int) -> None:
     assert plan.targets == layout.targets(slot)
     assert set(plan.holders) == set(layout.holders(slot))
     assert plan.moving == layout.moving(slot)
+
+
+# -- the fast paths: bitmaps, holding order, derived layouts -------------------
+
+
+@given(st.frozensets(st.integers(0, 5000)))
+def test_slot_bits_round_trip(slots: frozenset[int]) -> None:
+    bits = slots_to_bits(slots)
+    assert bits == sum(1 << s for s in slots)
+    assert bits_to_slots(bits) == slots
+    held = Holding.from_bits(3, bits)
+    assert held == Holding(3, slots) and held.bits == Holding(3, slots).bits == bits
+
+
+def test_a_negative_slot_has_no_bit() -> None:
+    with pytest.raises(ValueError):
+        slots_to_bits(frozenset({-1, 3}))
+
+
+_HOLDINGS = st.builds(Holding, st.integers(0, 3), st.frozensets(st.integers(0, 9), max_size=4))
+
+
+@given(_HOLDINGS, _HOLDINGS)
+def test_beats_is_the_order_of_the_keys(a: Holding, b: Holding) -> None:
+    assert a.beats(b) == (a.key() > b.key())
+
+
+@pytest.mark.parametrize("slots", [{-1}, {0, SLOTS}, {SLOTS + 7}])
+def test_the_constructor_refuses_slots_out_of_range(slots: set[int]) -> None:
+    members = {"n0": Member("a:1", Role.ACTIVE)}
+    with pytest.raises(ValueError):
+        Layout(SLOTS, 3, None, members, {"n0": Holding(1, frozenset(slots))})
+    if min(slots) >= 0:  # the same through a bitmap
+        with pytest.raises(ValueError):
+            Layout(SLOTS, 3, None, members, {"n0": Holding.from_bits(1, slots_to_bits(slots))})
+
+
+def _same_as_checked(layout: Layout) -> None:
+    """A layout derived without the constructor's check is the one the
+    checked constructor builds from its parts, caches included."""
+    rebuilt = Layout(layout.total_slots, layout.replicas, layout.write_quorum,
+                     layout.members, layout.holdings)
+    assert rebuilt == layout
+    assert rebuilt.version == layout.version and rebuilt.digest == layout.digest
+    assert rebuilt.moving_slots() == layout.moving_slots()
+    for slot in range(layout.total_slots):
+        assert rebuilt.targets(slot) == layout.targets(slot)
+        assert rebuilt.holders(slot) == layout.holders(slot)
+
+
+@given(_OPS, _OPS)
+def test_derived_layouts_equal_checked_ones(left: list[tuple[str, str, int]],
+                                            right: list[tuple[str, str, int]]) -> None:
+    a = b = founding()
+    for ops, side in ((left, "a"), (right, "b")):
+        cur = a if side == "a" else b
+        for op, node, slot in ops:
+            with contextlib.suppress(LayoutError):
+                cur = _apply(cur, op, node, slot)
+                _same_as_checked(cur)
+        if side == "a":
+            a = cur
+        else:
+            b = cur
+    _same_as_checked(merge(a, b))
+
+
+@given(layouts(), layouts())
+def test_merge_hands_back_an_input_that_holds_everything(a: Layout, b: Layout) -> None:
+    m = merge(a, b)
+    if m == a:
+        assert m is a
+    elif m == b:
+        assert m is b
+    _same_as_checked(m)
+
+
+def test_holders_of_a_slot_out_of_range() -> None:
+    with pytest.raises(IndexError):
+        founding().holders(SLOTS)
+    with pytest.raises(IndexError):
+        founding().holders(-1)

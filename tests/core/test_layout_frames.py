@@ -100,3 +100,32 @@ def test_a_huge_member_list_is_refused_before_it_is_built() -> None:
     rows = [[f"n{i}", "a:1", "active"] for i in range(2000)]
     with pytest.raises(FrameError):
         decode_layout(_frame(m=rows, h=[]), max_size=MAX)
+
+
+def test_holdings_met_before_come_back_as_the_same_objects() -> None:
+    layout = Layout.founding({f"n{i}": f"10.0.0.{i}:1" for i in range(5)}, total_slots=2048,
+                             replicas=3, write_quorum=None)
+    data = encode_layout(layout, cluster="c")
+    back = decode_layout(data, max_size=MAX, cluster="c")
+    assert back == layout
+    assert all(back.holdings[n] is h for n, h in layout.holdings.items())
+    again = decode_layout(data, max_size=MAX, cluster="c")
+    assert all(again.holdings[n] is h for n, h in back.holdings.items())
+
+
+def test_a_bitmap_met_before_is_checked_against_each_frames_total() -> None:
+    # slot 15 is fine at 16 slots; the same bitmap at 15 slots names a slot beyond
+    ok = _frame(h=[["a", 1, b"\x00\x80"]], ts=16)
+    assert decode_layout(ok, max_size=MAX).held_by("a") == frozenset({15})
+    with pytest.raises(FrameError) as info:
+        decode_layout(_frame(h=[["a", 1, b"\x00\x80"]], ts=15), max_size=MAX)
+    assert info.value.reason is FrameErrorReason.SHAPE
+
+
+@given(layouts(), layouts())
+def test_round_trips_in_any_order_keep_their_holdings(a: Layout, b: Layout) -> None:
+    # decoding one frame between the encode and the decode of another (the
+    # codec remembers holdings across frames) changes nothing
+    data_a, data_b = encode_layout(a, cluster="c"), encode_layout(b, cluster="c")
+    assert decode_layout(data_b, max_size=MAX, cluster="c") == b
+    assert decode_layout(data_a, max_size=MAX, cluster="c") == a

@@ -11,6 +11,7 @@ place.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import signal
 from pathlib import Path
@@ -52,13 +53,20 @@ def _cluster(tmp_path: Path, pool: ProcessPool, count: int = 3
     return nodes, procs, key, conf
 
 
+@functools.cache
+def _http() -> httpx.Client:
+    """One client for the whole module: `httpx.get` builds a client (and its
+    TLS context, ~30 ms of CPU) per call, and the polling of a join took a
+    good share of the two cores the nodes run on."""
+    return httpx.Client(timeout=30)
+
+
 def _put(node: NodeDef, path: str, data: bytes, **headers: str) -> httpx.Response:
-    return httpx.put(f"{node.url}/api/v1/blobs/{path}", content=data, headers=headers,
-                     timeout=30)
+    return _http().put(f"{node.url}/api/v1/blobs/{path}", content=data, headers=headers)
 
 
 def _get(node: NodeDef, path: str) -> httpx.Response:
-    return httpx.get(f"{node.url}/api/v1/blobs/{path}", timeout=30)
+    return _http().get(f"{node.url}/api/v1/blobs/{path}")
 
 
 def test_write_one_read_each_and_survive_a_kill(tmp_path: Path,
@@ -142,7 +150,7 @@ def test_concurrent_writers_converge(tmp_path: Path, rimio_pool: ProcessPool) ->
 
 
 def _cluster_state(node: NodeDef) -> dict[str, Any]:
-    return dict(httpx.get(node.url + "/api/v1/cluster", timeout=5).json())
+    return dict(_http().get(node.url + "/api/v1/cluster", timeout=5).json())
 
 
 def test_join_and_decommission_with_data(tmp_path: Path, rimio_pool: ProcessPool) -> None:
@@ -163,7 +171,7 @@ def test_join_and_decommission_with_data(tmp_path: Path, rimio_pool: ProcessPool
           "the join changes the layout")
     wait_until(lambda: all(_cluster_state(n)["moving_slots"] == 0 for n in [*nodes, new]), 120,
           "every slot sits where the layout wants it after the join")
-    roles = {n["node_id"]: n for n in httpx.get(new.url + "/api/v1/nodes").json()["nodes"]}
+    roles = {n["node_id"]: n for n in _http().get(new.url + "/api/v1/nodes").json()["nodes"]}
     assert roles["node-4"]["role"] == "active" and roles["node-4"]["slots"] > 0
     for path, body in data.items():
         assert _get(new, path).content == body
@@ -171,7 +179,7 @@ def test_join_and_decommission_with_data(tmp_path: Path, rimio_pool: ProcessPool
     out = run_rimio(["admin", "decommission", "node-1", "--via", nodes[1].url,
                      "--key-file", str(key)], timeout=180)
     assert out.returncode == 0, out.stderr
-    roles = {n["node_id"]: n for n in httpx.get(nodes[1].url + "/api/v1/nodes").json()["nodes"]}
+    roles = {n["node_id"]: n for n in _http().get(nodes[1].url + "/api/v1/nodes").json()["nodes"]}
     assert roles["node-1"]["slots"] == 0
     assert procs[0].stop(signal.SIGTERM) == 0
     for path, body in data.items():

@@ -10,6 +10,10 @@ spreads it (§6):
   merge, persist, answer with the merged layout; news learnt that way is
   pushed on to the others (never back to the sender), so a change floods
   the cluster in one round and stops once everyone has it;
+* pushes are coalesced per peer: at most one exchange with a peer is under
+  way for pushes; changes made meanwhile are sent by one more exchange once
+  it ends, which carries the layout as it is then (a burst of changes costs
+  two exchanges per peer, not one per change);
 * `run()` exchanges with one random reachable member every `interval`
   seconds, so a node that was away catches up.
 
@@ -127,6 +131,13 @@ class LayoutService:
         self._lock = trio.Lock()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # push coalescing: peers with a push under way, and those of them
+        # that must be pushed to again once it ends (the layout changed meanwhile)
+        self._pushing: set[str] = set()
+        self._push_again: set[str] = set()
+        # the frame of one layout (the current one, mostly): encoded once for
+        # the file, every push and every answer
+        self._framed: tuple[Layout, bytes] | None = None
 
     # -- loading ----------------------------------------------------------------------
 
@@ -168,7 +179,13 @@ class LayoutService:
         return self._layout
 
     def frame(self) -> bytes:
-        return encode_layout(self._layout, cluster=self._cluster)
+        return self._frame_of(self._layout)
+
+    def _frame_of(self, layout: Layout) -> bytes:
+        framed = self._framed
+        if framed is None or framed[0] is not layout:
+            framed = self._framed = (layout, encode_layout(layout, cluster=self._cluster))
+        return framed[1]
 
     # -- changing ---------------------------------------------------------------------
 
@@ -176,7 +193,7 @@ class LayoutService:
         """Make `layout` current (caller holds the lock); persist first."""
         if layout is self._layout or layout == self._layout:
             return False
-        data = encode_layout(layout, cluster=self._cluster)
+        data = self._frame_of(layout)
         await self._write_file(self._state_file, data)
         before = self._layout
         self._layout = layout
@@ -212,7 +229,7 @@ class LayoutService:
         changes anything."""
         theirs = decode_layout(data, max_size=self.max_frame_size, cluster=self._cluster)
         merged = await self.merge_layout(theirs, source=source)
-        return encode_layout(merged, cluster=self._cluster)
+        return self._frame_of(merged)
 
     # -- exchanging -------------------------------------------------------------------
 
@@ -221,14 +238,34 @@ class LayoutService:
                       if n != self.node_id and self._reachable(n))
 
     def _push(self, skip: str | None) -> None:
-        if self._nursery is None:
-            return
         for node in self._peers():
             if node != skip:
-                try:
-                    self._nursery.start_soon(self._exchange_quietly, node)
-                except RuntimeError:  # the service is stopping; the layout is persisted
+                self._push_to(node)
+
+    def _push_to(self, node_id: str) -> None:
+        if self._nursery is None:
+            return
+        if node_id in self._pushing:
+            self._push_again.add(node_id)
+            return
+        try:
+            self._nursery.start_soon(self._push_loop, node_id)
+        except RuntimeError:  # the service is stopping; the layout is persisted
+            return
+        self._pushing.add(node_id)
+
+    async def _push_loop(self, node_id: str) -> None:
+        """Exchange with `node_id` until no change waits for it (each exchange
+        sends the layout as it is when it starts)."""
+        try:
+            while True:
+                self._push_again.discard(node_id)
+                await self.exchange_with(node_id)
+                if node_id not in self._push_again:
                     return
+        finally:
+            self._pushing.discard(node_id)
+            self._push_again.discard(node_id)
 
     async def exchange_with(self, node_id: str) -> bool:
         """Send ours to `node_id` and merge its answer; False if it did not answer."""

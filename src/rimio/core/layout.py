@@ -16,7 +16,16 @@ that exchanged converge without any coordination. It holds
 From these, per slot: `targets` (rendezvous top-R over the joining and
 active members), `holders` (non-removed members holding it) and the
 `SlotPlan` the coordinator uses. Both are cached inside the (immutable)
-layout: a request computes its plan in O(1) once the slot was seen.
+layout: a request computes its plan in O(1) once the slot was seen; the
+targets are shared by every layout with the same targetable members, so a
+transition that only changes holdings ranks nothing again.
+
+Layouts are built from untrusted parts (a decoded frame, a test) through
+the constructor, which checks every holding; a transition or a merge derives
+its result from layouts already checked and skips that (at 2048 slots the
+check of every holding was most of a transition's cost). A holding's slots
+are also kept as an int bitmap, made once per holding: the wire frame and
+the digest read it instead of the set.
 
 Transitions (`join`, `decommission`, `remove`, `confirm`, `drop`,
 `promote`) return new layouts whose `version` is strictly higher; a
@@ -28,8 +37,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import msgpack
@@ -76,18 +88,106 @@ class Member:
         return self.role.rank, self.address
 
 
+# bytes 0/1 <-> ASCII "0"/"1": C-speed conversions between a slot set and its bitmap
+_TO_DIGITS = bytes.maketrans(b"\x00\x01", b"01")
+_FROM_DIGITS = bytes.maketrans(b"01", b"\x00\x01")
+
+
+def slots_to_bits(slots: Collection[int]) -> int:
+    """The int with bit `s` set for each slot `s` (ValueError for a negative one)."""
+    if not slots:
+        return 0
+    if min(slots) < 0:
+        raise ValueError("a slot must not be negative")
+    flags = bytearray(max(slots) + 1)
+    for s in slots:
+        flags[s] = 1
+    flags.reverse()
+    return int(flags.translate(_TO_DIGITS), 2)
+
+
+def bits_to_slots(bits: int) -> frozenset[int]:
+    """The slots whose bits are set in `bits` (non-negative)."""
+    if not bits:
+        return frozenset()
+    flags = bin(bits)[:1:-1].encode("ascii").translate(_FROM_DIGITS)
+    return frozenset(compress(range(len(flags)), flags))
+
+
 @dataclass(frozen=True, slots=True)
 class Holding:
     """The slots a node holds a complete copy of, as of its `seq`-th change."""
 
     seq: int
     slots: frozenset[int]
+    # `slots` as a bitmap, made on first use (never compared: it follows from slots)
+    _bits: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_bits(cls, seq: int, bits: int) -> Holding:
+        """The holding whose slots are the set bits of `bits` (non-negative)."""
+        holding = cls(seq, bits_to_slots(bits))
+        object.__setattr__(holding, "_bits", bits)
+        return holding
+
+    @property
+    def bits(self) -> int:
+        """The slots as an int: bit `s` set for slot `s` (the wire bitmap, little-endian)."""
+        if self._bits is None:
+            object.__setattr__(self, "_bits", slots_to_bits(self.slots))
+        assert self._bits is not None
+        return self._bits
 
     def key(self) -> tuple[int, int, tuple[int, ...]]:
         # At equal seq (which only a node that lost its own layout produces)
         # the fuller, then the lexically larger set wins: any total order
         # keeps merge a semilattice.
         return self.seq, len(self.slots), tuple(sorted(self.slots))
+
+    def beats(self, other: Holding) -> bool:
+        """`self.key() > other.key()`, without sorting the sets unless seq and size tie."""
+        if self.seq != other.seq:
+            return self.seq > other.seq
+        if len(self.slots) != len(other.slots):
+            return len(self.slots) > len(other.slots)
+        return self.slots != other.slots and self.key() > other.key()
+
+
+def _check_holding(node: str, holding: Holding, members: Mapping[str, Member],
+                   total_slots: int) -> None:
+    if node not in members:
+        raise ValueError(f"holdings of {node!r}, which is not a member")
+    if holding.seq < 0:
+        raise ValueError("a holding's seq must not be negative")
+    slots = holding.slots
+    if holding._bits is not None:  # made from a bitmap: no negative slot
+        out_of_range = holding._bits >> total_slots != 0
+    else:
+        out_of_range = bool(slots) and (min(slots) < 0 or max(slots) >= total_slots)
+    if out_of_range:
+        raise ValueError(f"holdings of {node!r} name a slot out of range")
+
+
+# Targets depend only on the targetable members and the effective R: layouts
+# that share them (every holdings-only transition) share one cache of them.
+_TARGET_CACHES: OrderedDict[tuple[tuple[str, ...], int], dict[int, tuple[str, ...]]] = (
+    OrderedDict())
+_TARGET_CACHES_KEPT = 16
+# layouts are also built in worker threads (a node loading its file)
+_TARGET_CACHES_LOCK = threading.Lock()
+
+
+def _target_cache(targetable: tuple[str, ...], replicas: int) -> dict[int, tuple[str, ...]]:
+    key = (targetable, replicas)
+    with _TARGET_CACHES_LOCK:
+        found = _TARGET_CACHES.get(key)
+        if found is None:
+            found = _TARGET_CACHES[key] = {}
+            while len(_TARGET_CACHES) > _TARGET_CACHES_KEPT:
+                _TARGET_CACHES.popitem(last=False)
+        else:
+            _TARGET_CACHES.move_to_end(key)
+        return found
 
 
 def _majority(effective_r: int) -> int:
@@ -104,9 +204,12 @@ class Layout:
     # Derived, cached; never compared.
     _targetable: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _targets: dict[int, tuple[str, ...]] = field(init=False, repr=False, compare=False)
-    _holders: list[tuple[str, ...]] | None = field(init=False, repr=False, compare=False)
+    _held: tuple[tuple[str, frozenset[int]], ...] = field(init=False, repr=False,
+                                                           compare=False)
+    _holders: dict[int, tuple[str, ...]] = field(init=False, repr=False, compare=False)
     _version: int = field(init=False, repr=False, compare=False)
     _digest: list[str] = field(init=False, repr=False, compare=False)
+    _moving: list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.total_slots < 1:
@@ -116,22 +219,25 @@ class Layout:
         if self.write_quorum is not None and not 1 <= self.write_quorum <= self.replicas:
             raise ValueError("write_quorum must lie in 1..replicas")
         for node, holding in self.holdings.items():
-            if node not in self.members:
-                raise ValueError(f"holdings of {node!r}, which is not a member")
-            if holding.seq < 0:
-                raise ValueError("a holding's seq must not be negative")
-            if any(not 0 <= s < self.total_slots for s in holding.slots):
-                raise ValueError(f"holdings of {node!r} name a slot out of range")
+            _check_holding(node, holding, self.members, self.total_slots)
+        self._derive_caches(dict(self.members), dict(self.holdings))
+
+    def _derive_caches(self, members: dict[str, Member], holdings: dict[str, Holding]) -> None:
+        """Set the maps (owned by this layout) and the derived, cached fields."""
         setter = object.__setattr__
-        setter(self, "members", dict(self.members))
-        setter(self, "holdings", dict(self.holdings))
-        setter(self, "_targetable", tuple(sorted(
-            n for n, m in self.members.items() if m.role.targetable)))
-        setter(self, "_targets", {})
-        setter(self, "_holders", None)
-        setter(self, "_version", sum(m.role.rank + 1 for m in self.members.values())
-               + sum(h.seq for h in self.holdings.values()))
+        setter(self, "members", members)
+        setter(self, "holdings", holdings)
+        targetable = tuple(sorted(n for n, m in members.items() if m.role.targetable))
+        setter(self, "_targetable", targetable)
+        setter(self, "_targets", _target_cache(targetable, min(self.replicas, len(targetable))))
+        setter(self, "_held", tuple(
+            (n, holdings[n].slots) for n in sorted(holdings)
+            if members[n].role is not Role.REMOVED))
+        setter(self, "_holders", {})
+        setter(self, "_version", sum(m.role.rank + 1 for m in members.values())
+               + sum(h.seq for h in holdings.values()))
         setter(self, "_digest", [])
+        setter(self, "_moving", [])
 
     # -- construction -------------------------------------------------------------
 
@@ -155,11 +261,19 @@ class Layout:
         return cls(total_slots, replicas, write_quorum, members,
                    {n: Holding(1, frozenset(s)) for n, s in held.items()})
 
-    def _with(self, members: Mapping[str, Member] | None = None,
-              holdings: Mapping[str, Holding] | None = None) -> Layout:
-        return Layout(self.total_slots, self.replicas, self.write_quorum,
-                      self.members if members is None else members,
-                      self.holdings if holdings is None else holdings)
+    def _with(self, members: dict[str, Member] | None = None,
+              holdings: dict[str, Holding] | None = None) -> Layout:
+        """This layout with `members` and/or `holdings` replaced, unchecked:
+        only for maps made from checked layouts of this cluster (a transition
+        that checked its own change, a merge), which the new layout owns."""
+        derived: Layout = object.__new__(Layout)
+        setter = object.__setattr__
+        setter(derived, "total_slots", self.total_slots)
+        setter(derived, "replicas", self.replicas)
+        setter(derived, "write_quorum", self.write_quorum)
+        derived._derive_caches(dict(self.members) if members is None else members,
+                               dict(self.holdings) if holdings is None else holdings)
+        return derived
 
     # -- identity -------------------------------------------------------------------
 
@@ -170,11 +284,14 @@ class Layout:
         return self._version
 
     def canonical(self) -> list[Any]:
-        """A canonical, msgpack-able form (what `digest` hashes)."""
+        """A canonical, msgpack-able form (what `digest` hashes): each holding
+        as its bitmap, the bytes the layout frame carries."""
+        width = (self.total_slots + 7) // 8
         return [
             self.total_slots, self.replicas, self.write_quorum,
             [[n, m.address, m.role.value] for n, m in sorted(self.members.items())],
-            [[n, h.seq, sorted(h.slots)] for n, h in sorted(self.holdings.items())],
+            [[n, h.seq, h.bits.to_bytes(width, "little")]
+             for n, h in sorted(self.holdings.items())],
         ]
 
     @property
@@ -219,22 +336,15 @@ class Layout:
             self._targets[slot] = found
         return found
 
-    def _holder_index(self) -> list[tuple[str, ...]]:
-        if self._holders is None:
-            index: list[list[str]] = [[] for _ in range(self.total_slots)]
-            for node, holding in sorted(self.holdings.items()):
-                member = self.members[node]
-                if member.role is Role.REMOVED:
-                    continue
-                for slot in holding.slots:
-                    index[slot].append(node)
-            object.__setattr__(self, "_holders", [tuple(h) for h in index])
-        assert self._holders is not None
-        return self._holders
-
     def holders(self, slot: int) -> tuple[str, ...]:
         """The non-removed members that hold a complete copy of `slot`, by node id."""
-        return self._holder_index()[slot]
+        found = self._holders.get(slot)
+        if found is None:
+            if not 0 <= slot < self.total_slots:
+                raise IndexError(f"slot {slot} out of range")
+            found = tuple(n for n, slots in self._held if slot in slots)
+            self._holders[slot] = found
+        return found
 
     def held_by(self, node_id: str) -> frozenset[int]:
         holding = self.holdings.get(node_id)
@@ -249,7 +359,9 @@ class Layout:
 
     def moving_slots(self) -> int:
         """How many slots do not sit where the layout wants them (0: at rest)."""
-        return sum(1 for s in range(self.total_slots) if self.moving(s))
+        if not self._moving:
+            self._moving.append(sum(1 for s in range(self.total_slots) if self.moving(s)))
+        return self._moving[0]
 
     def slots_to_copy(self, node_id: str) -> frozenset[int]:
         """Slots `node_id` is a target of but does not hold yet (the mover copies them in)."""
@@ -308,6 +420,7 @@ class Layout:
         return self._set_role(node_id, Role.REMOVED)
 
     def _hold(self, node_id: str, slots: frozenset[int]) -> Layout:
+        # the caller checked that `slots` lie in range and that node_id is a member
         seq = self.holdings[node_id].seq + 1 if node_id in self.holdings else 1
         return self._with(holdings={**self.holdings, node_id: Holding(seq, slots)})
 
@@ -367,26 +480,44 @@ def merge(a: Layout, b: Layout) -> Layout:
             f"layouts differ in shape: {a.total_slots} slots, R={a.replicas}, "
             f"W={a.write_quorum} against {b.total_slots} slots, R={b.replicas}, "
             f"W={b.write_quorum}")
-    if a == b:
+    if a is b:
         return a
-    members = _merge_maps(a.members, b.members, Member.key)
-    holdings = _merge_maps(a.holdings, b.holdings, Holding.key)
-    merged = a._with(members=members, holdings=holdings)
+    members, members_beyond_a, members_beyond_b = _merge_maps(
+        a.members, b.members, lambda mine, theirs: theirs.key() > mine.key())
+    holdings, holdings_beyond_a, holdings_beyond_b = _merge_maps(
+        a.holdings, b.holdings, lambda mine, theirs: theirs.beats(mine))
     # Hand back an input when nothing changed, so callers can compare cheaply.
-    if merged == a:
+    if not (members_beyond_a or holdings_beyond_a):
         return a
-    if merged == b:
+    if not (members_beyond_b or holdings_beyond_b):
         return b
-    return merged
+    # Both inputs were checked and are of one cluster: the union needs no check.
+    return a._with(members=members, holdings=holdings)
 
 
-def _merge_maps(a: Mapping[str, Any], b: Mapping[str, Any], key: Any) -> dict[str, Any]:
+def _merge_maps(a: Mapping[str, Any], b: Mapping[str, Any],
+                wins: Callable[[Any, Any], bool]) -> tuple[dict[str, Any], bool, bool]:
+    """The entry-wise join of `a` and `b` (`wins(mine, theirs)`: b's entry is
+    the greater), and whether it differs from `a`, and from `b`."""
     out = dict(a)
-    for node, value in b.items():
+    beyond_a = beyond_b = False
+    shared = 0  # keys of b that a has too
+    for node, theirs in b.items():
         mine = out.get(node)
-        if mine is None or key(value) > key(mine):
-            out[node] = value
-    return out
+        if mine is None:
+            out[node] = theirs
+            beyond_a = True
+            continue
+        shared += 1
+        if mine is theirs or mine == theirs:
+            continue
+        if wins(mine, theirs):
+            out[node] = theirs
+            beyond_a = True
+        else:
+            beyond_b = True
+    beyond_b = beyond_b or shared < len(a)  # a has a key b lacks
+    return out, beyond_a, beyond_b
 
 
 def merge_all(layouts: Iterable[Layout]) -> Layout:

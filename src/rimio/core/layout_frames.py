@@ -10,10 +10,16 @@ Decoding is a trust boundary, as for `rimio.core.frames`: whatever the bytes,
 `decode_layout` returns a layout or raises `FrameError`. The size is checked
 first, lists are checked header by header as they are read, values under
 unknown keys are skipped without being built.
+
+The codec remembers the last few holdings it encoded or decoded (by
+total_slots, seq and bitmap): a frame whose holdings did not change since
+decodes to the very same `Holding` objects, so neither their slot sets nor
+merge's comparisons of them cost anything (most exchanges change nothing).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final
 
 import msgpack
@@ -38,24 +44,45 @@ _MAX_KEYS: Final = 16
 _ROW: Final = 3
 
 
+# Holdings met on the wire or encoded lately, by (total_slots, seq, bitmap):
+# most exchanges carry holdings that did not change since the last one, and
+# decoding them to the very same objects skips building their sets again and
+# makes merge's comparisons identity checks. Bounded; oldest out first.
+# (A node loads its persisted layout in a worker thread: the lock keeps the
+# eviction safe against another node of the same process decoding meanwhile.)
+_HOLDINGS: dict[tuple[int, int, bytes], Holding] = {}
+_HOLDINGS_KEPT: Final = 32  # ~100 KiB each at 2048 slots, when no layout holds them
+_HOLDINGS_LOCK = threading.Lock()
 
-def _bitmap(slots: frozenset[int], total_slots: int) -> bytes:
-    out = bytearray((total_slots + 7) // 8)
-    for s in slots:
-        out[s >> 3] |= 1 << (s & 7)
-    return bytes(out)
+
+def _remember(key: tuple[int, int, bytes], holding: Holding) -> None:
+    with _HOLDINGS_LOCK:
+        _HOLDINGS.pop(key, None)
+        _HOLDINGS[key] = holding
+        while len(_HOLDINGS) > _HOLDINGS_KEPT:
+            del _HOLDINGS[next(iter(_HOLDINGS))]
 
 
-def _slots(bitmap: bytes, total_slots: int) -> frozenset[int]:
-    found = []
-    for i, byte in enumerate(bitmap):
-        while byte:
-            low = byte & -byte
-            found.append(i * 8 + low.bit_length() - 1)
-            byte ^= low
-    if found and found[-1] >= total_slots:
-        raise _shape("a holding names a slot beyond total_slots")
-    return frozenset(found)
+def _bitmap(holding: Holding, total_slots: int) -> bytes:
+    bitmap = holding.bits.to_bytes((total_slots + 7) // 8, "little")
+    key = (total_slots, holding.seq, bitmap)
+    if _HOLDINGS.get(key) is not holding:
+        _remember(key, holding)
+    return bitmap
+
+
+def _holding(seq: int, bitmap: bytes, total_slots: int) -> Holding:
+    """The holding of a (size-checked) bitmap; FrameError if it names a slot
+    beyond total_slots."""
+    key = (total_slots, seq, bitmap)
+    found = _HOLDINGS.get(key)
+    if found is None:
+        bits = int.from_bytes(bitmap, "little")
+        if bits >> total_slots:
+            raise _shape("a holding names a slot beyond total_slots")
+        found = Holding.from_bits(seq, bits)
+        _remember(key, found)
+    return found
 
 
 def encode_layout(layout: Layout, *, cluster: str) -> bytes:
@@ -65,7 +92,7 @@ def encode_layout(layout: Layout, *, cluster: str) -> bytes:
         "r": layout.replicas,
         "w": layout.write_quorum,
         "m": [[n, m.address, m.role.value] for n, m in sorted(layout.members.items())],
-        "h": [[n, h.seq, _bitmap(h.slots, layout.total_slots)]
+        "h": [[n, h.seq, _bitmap(h, layout.total_slots)]
               for n, h in sorted(layout.holdings.items())],
         "v": VERSION,
         "c": cluster,
@@ -166,7 +193,7 @@ def decode_layout(data: bytes, *, max_size: int, cluster: str | None = None) -> 
             raise _shape(f"holding of {node!r}: listed twice or not a member")
         if type(bitmap) is not bytes or len(bitmap) != width:
             raise _shape(f"a holding must be a bitmap of {width} bytes")
-        holdings[node] = Holding(_uint(seq, "holding seq"), _slots(bitmap, total))
+        holdings[node] = _holding(_uint(seq, "holding seq"), bitmap, total)
     try:
         return Layout(total, replicas, w, members, holdings)
     except ValueError as exc:

@@ -270,6 +270,8 @@ class SlotMover:
         fetch = self.settings.page_size
         sources = await self._list(plan, after, fetch)
         page = merge_listings(list(sources.values()), fetch, fetch, include_deleted=True)
+        if not page.heads:  # an empty slot (most of them, in a young cluster)
+            return page.next_after
         mine = await self._local_heads(plan.slot, after, page.heads)
         listed = {n: {h.path: h for h in heads} for n, heads in sources.items()}
         for head in page.heads:
