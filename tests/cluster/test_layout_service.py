@@ -63,7 +63,9 @@ async def test_a_joined_node_places_slots_exactly_like_the_founders(tmp_path: Pa
         # The public view says the same on every node. node-4's mover runs
         # meanwhile (its first confirm may land between two requests): a
         # view of a newer layout than `lay` is progress, not disagreement.
-        async with httpx.AsyncClient() as client:
+        # (A generous timeout: four nodes share this one event loop with the
+        # move's traffic, and on a loaded box an answer can take seconds.)
+        async with httpx.AsyncClient(timeout=60) as client:
             for node in c.nodes.values():
                 state = (await client.get(node.url + "/api/v1/cluster")).json()
                 assert state["layout_version"] >= lay.version
