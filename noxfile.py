@@ -62,7 +62,8 @@ def bench(session: nox.Session) -> None:
     quart-trio app, the client's loopback limit), with p50/p99 latencies, and
     counts syscalls per PUT with strace when it is installed (the rows say
     "strace not available" otherwise); the membership measurements run in the
-    deterministic simulator. `nox -s bench -- --quick` makes both short.
+    deterministic simulator; the anti-entropy benchmark compares one digest
+    exchange with shipping every head. `nox -s bench -- --quick` makes them short.
     """
     session.install("-e", ".[test]")
     quick = [a for a in session.posargs if a == "--quick"]
@@ -72,4 +73,7 @@ def bench(session: nox.Session) -> None:
                 *quick)
     session.run("python", "benchmarks/membership/run.py", "--out",
                 "benchmarks/membership/results.md", *quick)
+    # 100,000 objects differing in 100 (quick: 20,000 in 20)
+    session.run("python", "benchmarks/bench_digest.py", "--out", "benchmarks/digest.md",
+                *(["--objects", "20000", "--differ", "20"] if quick else []))
     session.run("python", "benchmarks/combine.py")

@@ -1,8 +1,9 @@
 """Assemble benchmarks/RESULTS.md from the reports of the individual benchmarks.
 
 Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md),
-`bench_cluster.py` (-> benchmarks/cluster.md) and `membership/run.py`
-(-> benchmarks/membership/results.md); benchmarks/layout.md holds the
+`bench_cluster.py` (-> benchmarks/cluster.md), `membership/run.py`
+(-> benchmarks/membership/results.md) and `bench_digest.py`
+(-> benchmarks/digest.md); benchmarks/layout.md holds the
 before/after figures of `bench_layout.py`, written by hand (a run measures
 one version of the code). A report that is missing is named as
 missing, never replaced by older figures.
@@ -17,6 +18,7 @@ PARTS = [
     ("Single node (issues 2 and 10)", HERE / "single-node.md"),
     ("Three-node cluster (issue 7)", HERE / "cluster.md"),
     ("Layout (issue 7)", HERE / "layout.md"),
+    ("Anti-entropy (issue 8)", HERE / "digest.md"),
     ("Membership, simulated (issue 3)", HERE / "membership" / "results.md"),
 ]
 
