@@ -367,6 +367,13 @@ def run_rimio(args: Sequence[str], *, cwd: Path | None = None,
 
 # -- waiting on a cluster ------------------------------------------------------
 
+# Membership knobs faster than memberlist's LAN profile, so that cluster tests
+# stay short; the protocol paths exercised are the same.
+FAST_MEMBERSHIP: dict[str, float] = {
+    "probe_interval": 0.4, "probe_timeout": 0.2, "gossip_interval": 0.1,
+    "push_pull_interval": 5.0, "reconnect_interval": 1.0}
+
+
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `pred` every 0.2 s; AssertionError naming `what` after `timeout` s."""

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import trio
 from process_harness import (
+    FAST_MEMBERSHIP,
     NodeDef,
     ProcessPool,
     all_see,
@@ -33,10 +34,6 @@ from rimio.cluster.peers import PeerClient
 from rimio.config import load_keyring
 
 pytestmark = pytest.mark.process
-
-FAST = {"probe_interval": 0.4, "probe_timeout": 0.2, "gossip_interval": 0.1,
-        "push_pull_interval": 5.0, "reconnect_interval": 1.0}
-
 
 def _stats(key: Path, node: NodeDef) -> dict[str, Any]:
     async def ask() -> dict[str, Any]:
@@ -67,7 +64,7 @@ def test_a_restarted_node_catches_up_alone(tmp_path: Path, rimio_pool: ProcessPo
     key = write_key(tmp_path / "cluster.key")
     cfg: dict[str, Any] = cluster_config(nodes, replicas=3, min_write_replicas=2)
     cfg["cluster"]["key_file"] = str(key)
-    cfg["membership"] = dict(FAST)
+    cfg["membership"] = dict(FAST_MEMBERSHIP)
     cfg["storage"] = {"part_size_bytes": 65536}
     conf = write_config(tmp_path / "cluster.yaml", cfg)
     procs = rimio_pool.start_cluster(conf, nodes)

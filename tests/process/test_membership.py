@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from process_harness import (
+    FAST_MEMBERSHIP,
     NodeDef,
     ProcessPool,
     all_see,
@@ -25,10 +26,7 @@ from process_harness import (
 
 pytestmark = pytest.mark.process
 
-# Faster than memberlist's LAN profile so the test stays short; the protocol
-# paths exercised are the same.
-FAST = {"probe_interval": 0.4, "probe_timeout": 0.2, "gossip_interval": 0.1,
-        "push_pull_interval": 5.0, "reconnect_interval": 2.0}
+FAST = {**FAST_MEMBERSHIP, "reconnect_interval": 2.0}
 
 
 def _config(nodes: list[NodeDef], **extra: Any) -> dict[str, Any]:

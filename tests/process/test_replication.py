@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from process_harness import (
+    FAST_MEMBERSHIP,
     NodeDef,
     ProcessPool,
     RimioProcess,
@@ -35,17 +36,13 @@ from process_harness import (
 
 pytestmark = pytest.mark.process
 
-FAST = {"probe_interval": 0.4, "probe_timeout": 0.2, "gossip_interval": 0.1,
-        "push_pull_interval": 5.0, "reconnect_interval": 1.0}
-
-
 def _cluster(tmp_path: Path, pool: ProcessPool, count: int = 3
              ) -> tuple[list[NodeDef], list[RimioProcess], Path, Path]:
     nodes = make_nodes(tmp_path, count)
     key = write_key(tmp_path / "cluster.key")
     cfg: dict[str, Any] = cluster_config(nodes, replicas=3, min_write_replicas=2)
     cfg["cluster"]["key_file"] = str(key)
-    cfg["membership"] = dict(FAST)
+    cfg["membership"] = dict(FAST_MEMBERSHIP)
     conf = write_config(tmp_path / "cluster.yaml", cfg)
     procs = pool.start_cluster(conf, nodes)
     ids = [n.node_id for n in nodes]

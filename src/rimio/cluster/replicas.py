@@ -14,9 +14,10 @@ the replica's own words in the message.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -45,6 +46,7 @@ LAYOUT_VERSION_HEADER = "X-Rimio-Layout-Version"
 # A JSON answer (a head, a listing) larger than this is not a replica's.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 _ERROR_BYTES = 64 * 1024
+T = TypeVar("T")
 
 
 class HttpReplica:
@@ -193,46 +195,36 @@ class HttpReplica:
 
     # -- digests (RFC 0014) -------------------------------------------------------
 
-    async def _digest(self, question: DigestQuestion) -> bytes:
+    async def _digest(self, question: DigestQuestion, decode: Callable[[bytes], T]) -> T:
+        """Ask a digest question; the answer as `decode` parses it."""
         resp = await self._send("POST", DIGEST, body=digest_wire.encode_question(question),
                                 headers={"Content-Type": "application/msgpack"})
         try:
-            return await _read(resp, MAX_DIGEST_ANSWER_BYTES)
+            return decode(await _read(resp, MAX_DIGEST_ANSWER_BYTES))
         except httpx.HTTPError as exc:
             raise ReplicaUnavailable(f"{self._node_id}: the answer broke off "
                                      f"({type(exc).__name__})") from None
+        except DigestWireError as exc:
+            raise self._unreadable(f"digest answer ({exc})") from None
         except ValueError:
             raise self._unreadable("digest answer (too large)") from None
         finally:
             await resp.aclose()
 
     async def digest_tops(self) -> dict[int, bytes]:
-        data = await self._digest(DigestQuestion("tops"))
-        try:
-            return digest_wire.decode_tops(data, total_slots=digest_wire.MAX_SLOTS)
-        except DigestWireError as exc:
-            raise self._unreadable(f"digest answer ({exc})") from None
+        return await self._digest(DigestQuestion("tops"), functools.partial(
+            digest_wire.decode_tops, total_slots=digest_wire.MAX_SLOTS))
 
     async def digest_groups(self, slot: int) -> tuple[bytes, ...]:
-        data = await self._digest(DigestQuestion("groups", slot))
-        try:
-            return digest_wire.decode_groups(data)
-        except DigestWireError as exc:
-            raise self._unreadable(f"digest answer ({exc})") from None
+        return await self._digest(DigestQuestion("groups", slot), digest_wire.decode_groups)
 
     async def digest_slotlets(self, slot: int, groups: Sequence[int]) -> dict[int, bytes]:
-        data = await self._digest(DigestQuestion("slotlets", slot, tuple(groups)))
-        try:
-            return digest_wire.decode_slotlets(data)
-        except DigestWireError as exc:
-            raise self._unreadable(f"digest answer ({exc})") from None
+        return await self._digest(DigestQuestion("slotlets", slot, tuple(groups)),
+                                  digest_wire.decode_slotlets)
 
     async def slotlet_heads(self, slot: int, slotlets: Sequence[int]) -> dict[str, HeadKey]:
-        data = await self._digest(DigestQuestion("heads", slot, tuple(slotlets)))
-        try:
-            return digest_wire.decode_heads(data)
-        except DigestWireError as exc:
-            raise self._unreadable(f"digest answer ({exc})") from None
+        return await self._digest(DigestQuestion("heads", slot, tuple(slotlets)),
+                                  digest_wire.decode_heads)
 
     async def list_heads(self, slot: int | None, prefix: str, after: str | None,
                          limit: int) -> list[Head]:

@@ -768,14 +768,9 @@ class LocalStore:
         """The digest of every slot with heads on this node: one query per
         group database (a slot not in the answer has none: its digest is zero)."""
 
-        def scan() -> dict[int, bytes]:
-            found: dict[int, bytes] = {}
-            for path in self._cache.groups():
-                with self._cache.acquire_group(path) as group:
-                    found.update(group.slot_tops())
-            return found
-
-        return await self._thread(scan)
+        found: dict[int, bytes] = {}
+        await self._each_group(lambda group: found.update(group.slot_tops()))
+        return found
 
     async def slot_digest(self, slot: int) -> SlotDigest:
         """The slotlet digests of `slot`'s current heads."""
@@ -790,14 +785,19 @@ class LocalStore:
         """The slots that have rows on this node (heads, parts, markers): one
         skip-scan per group database."""
 
-        def scan() -> set[int]:
-            found: set[int] = set()
+        found: set[int] = set()
+        await self._each_group(lambda group: found.update(group.slots()))
+        return found
+
+    async def _each_group(self, fn: Callable[[GroupMeta], None]) -> None:
+        """`fn(group)` for every group database, each held in turn, in a worker thread."""
+
+        def scan() -> None:
             for path in self._cache.groups():
                 with self._cache.acquire_group(path) as group:
-                    found.update(group.slots())
-            return found
+                    fn(group)
 
-        return await self._thread(scan)
+        await self._thread(scan)
 
     async def drop_slot(self, slot: int) -> None:
         """Remove every row and file of `slot` (it moved to other nodes).
