@@ -76,8 +76,11 @@ class NodeView:
     def node_stats(self) -> dict[str, Any]:
         """`GET /internal/v1/stats`: the storage engine's counters and, when
         the node moves slots, `movement` (slots copied and dropped, heads and
-        bytes copied, the backlog)."""
+        bytes copied, the backlog), and `read_repair` (repairs done, failed,
+        skipped, and lost parts sent to fetch again) when it coordinates."""
         stats = self.objects.storage_stats()
+        if self.objects.coordinator is not None:
+            stats.update(self.objects.coordinator.stats())
         if self.movement is not None:
             stats["movement"] = self.movement()
         return stats
