@@ -123,3 +123,18 @@ async def test_three_replicas_serve_a_good_copy_and_heal_the_bad_one(tmp_path: P
                 await c.stop(other.node_id)
         r = await client.get(f"{bad.url}/api/v1/blobs/h/x")
         assert r.status_code == 200 and r.content == data
+
+
+async def test_when_every_copy_is_bad_the_client_is_told_part_corrupt(tmp_path: Path) -> None:
+    async with LocalCluster(tmp_path, 2, transport="memory", replicas=2, total_slots=SLOTS,
+                            storage=STORAGE) as c, httpx.AsyncClient(timeout=30) as client:
+        await c.wait_for(lambda: c.agree({i: Status.ALIVE for i in c.nodes}), within=10)
+        nodes = list(c.nodes.values())
+        data = os.urandom(2 * PART)
+        r = await client.put(f"{nodes[0].url}/api/v1/blobs/b/x", content=data)
+        assert r.status_code == 201, r.text
+        for node in nodes:
+            _flip(await _part_file(node, "b/x", 0), 77)
+        r = await client.get(f"{nodes[0].url}/api/v1/blobs/b/x")
+        assert r.status_code == 500 and r.json()["error"]["code"] == "part_corrupt"
+        assert all(len(_quarantined(node)) == 1 for node in nodes)

@@ -62,6 +62,7 @@ async def read_coordinated(ctx: Coordination, obj: CoordinatedObject, start: int
     head = obj.head
     for span in spans_for_range(start, end, head.part_size):
         served = False
+        lost: list[BaseException] = []  # why each holder could not serve the part
         for node in obj.holders:
             sent_any = False
             try:
@@ -77,10 +78,17 @@ async def read_coordinated(ctx: Coordination, obj: CoordinatedObject, start: int
                     # Its copy failed the check (quarantined there) or is gone:
                     # fetch it there again from the other holders.
                     ctx.part_lost(node, head, obj.holders)
+                lost.append(exc)
                 if sent_any:
                     raise  # bytes of this part went out already: the response breaks
                 log.info("part %d of %s from %s: %s; trying the next holder",
                          span.index, head.path, node, exc)
+        if not served and lost and any(isinstance(e, PartCorrupt) for e in lost) and all(
+                isinstance(e, (PartCorrupt, PartMissing)) for e in lost):
+            # No good copy is left anywhere (R = 1, or every copy is bad):
+            # that is what the client is told, not an outage to wait out.
+            raise PartCorrupt(f"{head.path}: part {span.index} failed its sha256 check on "
+                              f"every replica that holds it")
         if not served:
             raise QuorumLost(f"no replica holding {head.path} generation {head.generation} "
                              f"could serve its part {span.index}")

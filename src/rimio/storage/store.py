@@ -355,6 +355,9 @@ class LocalStore:
                 if sha256_of(whole) != part.sha256:
                     raise await self._thread(self._corrupt_file, slot, path, slot_dir, part)
                 self._verify.verified()
+                if offset == 0 and length == size <= READ_CHUNK:
+                    yield whole  # the whole part in one chunk: no copy
+                    return
                 view = memoryview(whole)
                 for at in range(offset, offset + length, READ_CHUNK):
                     yield bytes(view[at:min(at + READ_CHUNK, offset + length)])
