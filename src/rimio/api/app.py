@@ -78,10 +78,14 @@ class NodeView:
     def node_stats(self) -> dict[str, Any]:
         """`GET /internal/v1/stats`: the storage engine's counters and, when
         the node moves slots, `movement` (slots copied and dropped, heads and
-        bytes copied, the backlog), and `anti_entropy` (rounds, the time of the
-        last full round, slots differing, heads pulled and pushed, bytes
-        moved, failures, the backlog)."""
+        bytes copied, the backlog), `read_repair` (repairs done, failed,
+        skipped, and lost parts sent to fetch again) when it coordinates, and
+        `anti_entropy` (rounds, the time of the last full round, slots
+        differing, heads pulled and pushed, bytes moved, failures, the
+        backlog)."""
         stats = self.objects.storage_stats()
+        if self.objects.coordinator is not None:
+            stats.update(self.objects.coordinator.stats())
         if self.movement is not None:
             stats["movement"] = self.movement()
         if self.anti_entropy is not None:

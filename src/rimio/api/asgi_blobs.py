@@ -12,6 +12,7 @@ there through the node's `PeerClient`, streaming both ways. The listing
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from rimio.api.asgi_io import AsgiRequest, AsgiResponder, ClientGone, Receive, Scope, Send
@@ -137,7 +138,12 @@ class BlobApp:
             await responder.whole(status, headers, body)
         else:
             await objects.check_readable(obj)
-            await responder.stream(status, headers, objects.read(obj, start, end))
+            # The first chunk before the answer starts: a part that fails its
+            # check there (a small one is checked whole) is an error status,
+            # not a broken 200 (rfcs/0013).
+            chunks = objects.read(obj, start, end)
+            first = await _first_chunk(chunks)
+            await responder.stream(status, headers, _then(first, chunks))
 
     async def _forward(self, request: AsgiRequest, responder: AsgiResponder,
                        address: str) -> None:
@@ -157,6 +163,22 @@ class BlobApp:
             await responder.whole(answer.status, headers, b"")
         else:
             await responder.stream(answer.status, headers, answer.body)
+
+
+async def _first_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _then(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`first` (when there is one), then the rest of `rest`."""
+    if first is None:
+        return
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _dumps(payload: Any) -> bytes:

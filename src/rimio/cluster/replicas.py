@@ -26,6 +26,7 @@ from rimio.cluster.peers import PeerClient
 from rimio.core import digest_wire
 from rimio.core.digest import HeadKey
 from rimio.core.digest_wire import DigestQuestion, DigestWireError
+from rimio.core.errors import PartCorrupt
 from rimio.core.head import Head
 from rimio.core.replica import (
     ApplyAnswer,
@@ -99,6 +100,9 @@ class HttpReplica:
                 return StaleLayout(f"{self._node_id}: {message}", int(version))
         if status == 404 and code == "part_missing":
             return PartMissing(f"{self._node_id}: {message}")
+        if code == "part_corrupt":
+            # The replica found its copy damaged (and quarantined it).
+            return PartCorrupt(f"{self._node_id}: {message}")
         return ReplicaUnavailable(f"{self._node_id} answered {status} {code}: {message}".strip())
 
     async def _json(self, method: str, target: str, *, body: bytes | AsyncIterable[bytes] = b"",

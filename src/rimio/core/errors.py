@@ -102,6 +102,13 @@ class StorageCorrupt(RimioError):
     code = "storage_corrupt"
 
 
+class PartCorrupt(StorageCorrupt):
+    """A part's bytes as read do not hash to the sha256 that names them (a
+    flipped bit, a torn sector): the part is quarantined, never served."""
+
+    code = "part_corrupt"
+
+
 class InsufficientStorage(RimioError):
     code = "insufficient_storage"
 

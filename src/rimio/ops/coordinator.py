@@ -49,6 +49,7 @@ class Coordinator:
         if refresh_layout is not None:
             self.ctx.refresh_layout = refresh_layout
         self.repair = ReadRepair(self.ctx)
+        self.ctx.part_lost = self.repair.refetch
 
     @property
     def settings(self) -> CoordinatorSettings:
@@ -117,4 +118,5 @@ class Coordinator:
     def stats(self) -> dict[str, Any]:
         return {"read_repair": {"repaired": self.repair.repaired,
                                 "failed": self.repair.failed,
-                                "skipped": self.repair.skipped}}
+                                "skipped": self.repair.skipped,
+                                "refetched": self.repair.refetched}}

@@ -323,6 +323,7 @@ class ObjectService:
         store = self._store
         return {"slot_cache": dataclasses.asdict(store.slot_stats),
                 "read_cache": dataclasses.asdict(store.read_cache_stats),
+                "verify": dataclasses.asdict(store.verify_stats),
                 "recovered_writes": store.recovered_writes,
                 "finished_drops": store.finished_drops,
                 "migrated_slots": store.migrated_slots}

@@ -6,8 +6,11 @@ order once a read quorum answered (or the best head found, marked
 first. `read_coordinated` streams a byte range of the winner part by part,
 falling back to the next holder for a part a replica lacks or cannot serve
 (missing, unreachable, a corrupt or unreadable part file) before its first
-byte. Replicas seen behind the winner are handed to read
-repair.
+byte; after it, the response breaks (a short body, never wrong bytes: every
+part is checked against its sha256 before its last chunk leaves the replica,
+rfcs/0013). Replicas seen behind the winner are handed to read repair, and
+a holder whose part failed its check or is missing gets it again
+(`Coordination.part_lost`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from rimio.core.errors import DiskError, QuorumLost, StorageCorrupt
+from rimio.core.errors import DiskError, PartCorrupt, QuorumLost, StorageCorrupt
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
 from rimio.core.replica import PartMissing, ReplicaUnavailable
@@ -59,6 +62,7 @@ async def read_coordinated(ctx: Coordination, obj: CoordinatedObject, start: int
     head = obj.head
     for span in spans_for_range(start, end, head.part_size):
         served = False
+        lost: list[BaseException] = []  # why each holder could not serve the part
         for node in obj.holders:
             sent_any = False
             try:
@@ -70,10 +74,21 @@ async def read_coordinated(ctx: Coordination, obj: CoordinatedObject, start: int
                 served = True
                 break
             except (PartMissing, ReplicaUnavailable, StorageCorrupt, DiskError) as exc:
+                if isinstance(exc, (PartCorrupt, PartMissing)):
+                    # Its copy failed the check (quarantined there) or is gone:
+                    # fetch it there again from the other holders.
+                    ctx.part_lost(node, head, obj.holders)
+                lost.append(exc)
                 if sent_any:
                     raise  # bytes of this part went out already: the response breaks
                 log.info("part %d of %s from %s: %s; trying the next holder",
                          span.index, head.path, node, exc)
+        if not served and lost and any(isinstance(e, PartCorrupt) for e in lost) and all(
+                isinstance(e, (PartCorrupt, PartMissing)) for e in lost):
+            # No good copy is left anywhere (R = 1, or every copy is bad):
+            # that is what the client is told, not an outage to wait out.
+            raise PartCorrupt(f"{head.path}: part {span.index} failed its sha256 check on "
+                              f"every replica that holds it")
         if not served:
             raise QuorumLost(f"no replica holding {head.path} generation {head.generation} "
                              f"could serve its part {span.index}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from rimio.core.head import Head
 from rimio.core.replica import PartInfo
 from rimio.ops.coordination import Coordination, log
 from rimio.ops.quorum_read import CoordinatedObject, read_coordinated
@@ -35,22 +36,38 @@ class ReadRepair:
         self.repaired = 0
         self.failed = 0
         self.skipped = 0
+        self.refetched = 0  # lost parts (corrupt, missing) sent to fetch again
 
     def schedule(self, obj: CoordinatedObject) -> None:
         """Repair every replica `obj` found behind its winner, in the background."""
         if not obj.holders:
             return
         for node in obj.behind:
-            key = (node, obj.head.path, obj.head.sha256)
-            if key in self._pending:
-                continue
-            if len(self._pending) >= self._ctx.settings.repair_backlog:
-                self.skipped += 1
-                continue
-            self._pending.add(key)
-            if not self._ctx.spawn(self._task(key, node, obj)):
-                self._pending.discard(key)
-                self.skipped += 1
+            self._enqueue(node, obj)
+
+    def refetch(self, node: str, head: Head, holders: tuple[str, ...]) -> None:
+        """Bring back, in the background, a part of `head` that `node` holds
+        no good copy of any more (it failed its sha256 check there and was
+        quarantined, or it is missing), from the other `holders`. The whole
+        object goes through `repair_replica`: parts still good there are
+        verified and reused (`identify_part`), the lost one is written again,
+        and the head, already current there, stays as it is."""
+        others = tuple(h for h in holders if h != node)
+        if others:
+            self.refetched += 1
+            self._enqueue(node, CoordinatedObject(head, others, degraded=False))
+
+    def _enqueue(self, node: str, obj: CoordinatedObject) -> None:
+        key = (node, obj.head.path, obj.head.sha256)
+        if key in self._pending:
+            return
+        if len(self._pending) >= self._ctx.settings.repair_backlog:
+            self.skipped += 1
+            return
+        self._pending.add(key)
+        if not self._ctx.spawn(self._task(key, node, obj)):
+            self._pending.discard(key)
+            self.skipped += 1
 
     def _task(self, key: tuple[str, str, str], node: str,
               obj: CoordinatedObject) -> Callable[[], Awaitable[None]]:

@@ -363,6 +363,19 @@ class SlotMeta:
         ).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
+    def set_inline(self, path: str, generation: int, head_sha256: str, index: int,
+                   sha256: str, data: bytes | None) -> None:
+        """Replace the bytes of inline part `index` of the head of `path` at
+        `generation` whose hash is `head_sha256` (the part's hash is
+        `sha256`): None marks a part that failed its check missing; bytes
+        restore it (a repair that brought the same head again)."""
+        self._db.execute(
+            "UPDATE file_entries SET inline_data = ? "
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND entry_kind = 'part' "
+            "AND head_sha256 = ? AND part_index = ? AND sha256 = ? AND local_path IS NULL",
+            (data, path, self.slot_id, generation, head_sha256, index, sha256),
+        )
+
     def write_result(self, path: str, write_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT result_json FROM write_results WHERE path = ? AND slot_id = ? AND write_id = ?",

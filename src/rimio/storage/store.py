@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import sqlite3
 import time
@@ -45,6 +46,7 @@ from rimio.core.errors import (
     Conflict,
     DiskError,
     InsufficientStorage,
+    PartCorrupt,
     PayloadTooLarge,
     RimioError,
     StorageCorrupt,
@@ -75,7 +77,17 @@ from rimio.storage.parts import (
     remove_files,
 )
 from rimio.storage.slot_cache import SlotCache, SlotCacheStats
+from rimio.storage.verify import (
+    VERIFY_BUFFER_BYTES,
+    VerifyCounters,
+    VerifyStats,
+    quarantine_bytes,
+    quarantine_file,
+    sha256_of,
+)
 from rimio.storage.writes import TOMBSTONE, Content, LocalWrite, ResultFor, Tombstone
+
+log = logging.getLogger("rimio.storage")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -109,7 +121,9 @@ class LocalStore:
     memory kept for the bytes of small hot objects (0: no cache), each at most
     `read_cache_max_object_bytes`. `compression` 'zstd' compresses new part
     files that the probe finds compressible, at `compression_level`; 'none'
-    (the default) writes them as they are. Parts are read whatever the setting."""
+    (the default) writes them as they are. Parts are read whatever the setting.
+    `verify_reads`: every part read is checked against its sha256 (storage/
+    verify.py); False only to measure what the check costs."""
 
     def __init__(
         self, disks: Sequence[Path], *, total_slots: int, part_size: int, io_threads: int = 8,
@@ -120,6 +134,7 @@ class LocalStore:
         compression: str = NONE,
         compression_level: int = DEFAULT_LEVEL,
         inline_io: bool = False,
+        verify_reads: bool = True,
     ) -> None:
         if not disks:
             raise ConfigError("a node needs at least one disk")
@@ -131,6 +146,8 @@ class LocalStore:
         self.inline_max_bytes = min(inline_max_bytes, part_size)
         self.compression = CompressionPolicy(compression, compression_level)
         self.read_cache = ReadCache(read_cache_bytes, read_cache_max_object_bytes)
+        self.verify_reads = verify_reads
+        self._verify = VerifyCounters()
         self._limiter = trio.CapacityLimiter(io_threads)
         self._slot_dirs: dict[int, Path] = {}
         # `max_open_slots` bounds the open metadata databases (groups, not slots).
@@ -151,6 +168,11 @@ class LocalStore:
     def slot_stats(self) -> SlotCacheStats:
         """How often metadata databases were opened, created and evicted so far."""
         return self._cache.stats()
+
+    @property
+    def verify_stats(self) -> VerifyStats:
+        """Parts checked on read so far, and those that failed (quarantined)."""
+        return self._verify.snapshot()
 
     @property
     def read_cache_stats(self) -> ReadCacheStats:
@@ -291,45 +313,141 @@ class LocalStore:
                 yield await self._inline_range(obj, part, span.offset, span.length)
                 continue
             async for data in self._part_file_range(
-                    obj.slot_dir / part.local_path, part.compression, span.offset,
+                    obj.head.slot_id, obj.head.path, obj.slot_dir, part, span.offset,
                     span.length, StorageCorrupt, f"part file {part.local_path}"):
                 yield data
 
-    async def _part_file_range(self, file: Path, compression: str | None, offset: int,
-                               length: int, fault: type[RimioError], name: str
+    async def _part_file_range(self, slot: int, path: str, slot_dir: Path, part: PartRecord,
+                               offset: int, length: int, fault: type[RimioError], name: str
                                ) -> AsyncGenerator[bytes, None]:
         """`length` bytes of a part file from `offset` (decompressed), in
-        chunks of at most READ_CHUNK. A file that is not there or ends early
-        raises `fault` ("<name> is missing" / "... is truncated"): a local
-        read's StorageCorrupt, a replica read's PartMissing."""
+        chunks of at most READ_CHUNK, checked against the part's sha256
+        (rfcs/0013): the whole part is read and hashed, whatever the range.
+        A part up to VERIFY_BUFFER_BYTES is checked before its first byte is
+        yielded; a larger one while it streams, its last chunk held back until
+        the check passed. A part that fails is quarantined and PartCorrupt
+        raised. A file that is not there or ends early raises `fault` ("<name>
+        is missing" / "... is truncated"): a local read's StorageCorrupt, a
+        replica read's PartMissing."""
+        assert part.local_path is not None
+        file = slot_dir / part.local_path
+        if not self.verify_reads:
+            start, size = offset, length
+        else:
+            start, size = 0, part.size_bytes
         try:
-            reader = await self._thread(PartReader, file, compression, offset)
+            reader = await self._thread(PartReader, file, part.compression, start)
         except FileNotFoundError:
             raise fault(f"{name} is missing") from None
         try:
-            remaining = length
-            while remaining > 0:
-                n = min(READ_CHUNK, remaining)
-                data = await self._thread(reader.read, n)
+            if not self.verify_reads:
+                remaining = length
+                while remaining > 0:
+                    n = min(READ_CHUNK, remaining)
+                    data = await self._thread(reader.read, n)
+                    if len(data) != n:
+                        raise fault(f"{name} is truncated")
+                    yield data
+                    remaining -= n
+                return
+            if size <= VERIFY_BUFFER_BYTES:
+                whole = await self._thread(reader.read, size)
+                if len(whole) != size:
+                    raise fault(f"{name} is truncated")
+                if sha256_of(whole) != part.sha256:
+                    raise await self._thread(self._corrupt_file, slot, path, slot_dir, part)
+                self._verify.verified()
+                if offset == 0 and length == size <= READ_CHUNK:
+                    yield whole  # the whole part in one chunk: no copy
+                    return
+                view = memoryview(whole)
+                for at in range(offset, offset + length, READ_CHUNK):
+                    yield bytes(view[at:min(at + READ_CHUNK, offset + length)])
+                return
+            digest = hashlib.sha256()
+            held: bytes | None = None  # the last chunk of the range: out after the check
+            pos, end = 0, offset + length
+            while pos < size:
+                n = min(READ_CHUNK, size - pos)
+                data = await self._thread(_read_hashed, reader, digest, n)
                 if len(data) != n:
                     raise fault(f"{name} is truncated")
-                yield data
-                remaining -= n
+                lo, hi = max(offset, pos), min(end, pos + n)
+                if lo < hi:
+                    if held is not None:
+                        yield held
+                    held = data if (lo, hi) == (pos, pos + n) else data[lo - pos:hi - pos]
+                pos += n
+            if digest.hexdigest() != part.sha256:
+                raise await self._thread(self._corrupt_file, slot, path, slot_dir, part)
+            self._verify.verified()
+            if held is not None:
+                yield held
         finally:
             reader.close()
 
+    def _corrupt_file(self, slot: int, path: str, slot_dir: Path,
+                      part: PartRecord) -> PartCorrupt:
+        """Quarantine a part file that failed its check (in a worker thread);
+        the error to raise."""
+        assert part.local_path is not None
+        try:
+            target = quarantine_file(slot_dir, slot, part.local_path)
+        except OSError as exc:
+            target = None
+            log.error("part %d of %s (slot %d, %s) failed its sha256 check and could not "
+                      "be quarantined: %s", part.index, path, slot, part.local_path, exc)
+        self._verify.failed(target is not None)
+        if target is not None:
+            log.error("part %d of %s (slot %d, %s) failed its sha256 check: moved to %s",
+                      part.index, path, slot, part.local_path, target)
+        return PartCorrupt(f"{path}: part {part.index} failed its sha256 check")
+
+    def _check_inline(self, slot: int, path: str, generation: int, head_sha256: str,
+                      part: PartRecord, data: bytes) -> None:
+        """Check an inline part's bytes (in a worker thread, not holding the
+        slot); on a mismatch, keep a copy in the quarantine, mark the part
+        missing in its row and raise PartCorrupt."""
+        if not self.verify_reads:
+            return
+        if sha256_of(data) == part.sha256:
+            self._verify.verified()
+            return
+        slot_dir = self.slot_dir(slot)
+        name = f"{path.replace('/', '%2F')}.g{generation}.part{part.index}.{part.sha256}"
+        target: Path | None = None
+        try:
+            target = quarantine_bytes(slot_dir, slot, name, data)
+            with self._cache.acquire(slot) as meta:
+                meta.set_inline(path, generation, head_sha256, part.index, part.sha256, None)
+        except OSError as exc:
+            log.error("inline part %d of %s (slot %d) failed its sha256 check and could not "
+                      "be quarantined: %s", part.index, path, slot, exc)
+        self._verify.failed(target is not None)
+        self.read_cache.invalidate(slot, path, head_sha256)
+        if target is not None:
+            log.error("inline part %d of %s (slot %d) failed its sha256 check: copied to %s",
+                      part.index, path, slot, target)
+        raise PartCorrupt(f"{path}: inline part {part.index} failed its sha256 check")
+
     async def _inline_range(self, obj: StoredObject, part: PartRecord, offset: int,
                             length: int) -> bytes:
+        # The whole part (inline ones are small) so that it can be checked.
         if part.data is not None:
-            data: bytes | None = part.data[offset:offset + length]
+            data: bytes | None = part.data
         else:
             data = await self._with_slot(obj.head.slot_id, SlotMeta.inline_range, obj.head,
-                                         part.index, offset, length)
+                                         part.index, 0, part.size_bytes)
         if data is None:
             raise StorageCorrupt(f"{obj.head.path}: inline part {part.index} is missing")
-        if len(data) != length:
+        if len(data) != part.size_bytes:
             raise StorageCorrupt(f"{obj.head.path}: inline part {part.index} is truncated")
-        return data
+        if part.data is None:
+            # (bytes that came with the part record were checked when loaded)
+            head = obj.head
+            await self._thread(self._check_inline, head.slot_id, head.path, head.generation,
+                               head.sha256, part, data)
+        return data[offset:offset + length]
 
     async def check_parts_present(self, obj: StoredObject) -> None:
         def check() -> str | None:
@@ -552,12 +670,14 @@ class LocalStore:
         return (StoredObject(head, _inline_loaded(cached.parts, cached.data, head.part_size),
                              self.slot_dir(slot)), cached.data)
 
-    @staticmethod
-    def _part_bytes(obj: StoredObject, p: PartRecord) -> bytes:
-        """The whole content of one part (in a worker thread), checked against its size."""
+    def _part_bytes(self, obj: StoredObject, p: PartRecord) -> bytes:
+        """The whole content of one part (in a worker thread), checked against
+        its size and its sha256 (before anything of it is served or cached)."""
         if p.local_path is None:
             if p.data is None or len(p.data) != p.size_bytes:
                 raise StorageCorrupt(f"{obj.head.path}: inline part {p.index} has the wrong size")
+            head = obj.head
+            self._check_inline(head.slot_id, head.path, head.generation, head.sha256, p, p.data)
             return p.data
         try:
             chunk = read_part(obj.slot_dir / p.local_path, p.compression)
@@ -565,6 +685,10 @@ class LocalStore:
             raise StorageCorrupt(f"part file {p.local_path} is missing") from None
         if len(chunk) != p.size_bytes:
             raise StorageCorrupt(f"part file {p.local_path} has the wrong size")
+        if self.verify_reads:
+            if sha256_of(chunk) != p.sha256:
+                raise self._corrupt_file(obj.head.slot_id, obj.head.path, obj.slot_dir, p)
+            self._verify.verified()
         return chunk
 
     def _discard_pending_sync(self, slot_dir: Path, meta: SlotMeta,
@@ -754,12 +878,14 @@ class LocalStore:
             data = record.data or b""
             if len(data) != record.size_bytes:
                 raise PartMissing(f"{path}: inline part {index} is not whole")
+            await self._thread(self._check_inline, slot, path, generation, head_sha256, record,
+                               data)
             if end > start:
                 yield data[start:end]
             return
         async for chunk in self._part_file_range(
-                self.slot_dir(slot) / record.local_path, record.compression, start,
-                end - start, PartMissing, f"{path}: the file of part {index}"):
+                slot, path, self.slot_dir(slot), record, start, end - start, PartMissing,
+                f"{path}: the file of part {index}"):
             yield chunk
 
     # -- digests (RFC 0014) --------------------------------------------------------
@@ -828,6 +954,13 @@ class LocalStore:
 
 def _no_result(head: Head) -> dict[str, Any]:
     return {}
+
+
+def _read_hashed(reader: PartReader, digest: hashlib._Hash, n: int) -> bytes:
+    """The next `n` bytes of `reader`, added to `digest` (one worker-thread call)."""
+    data = reader.read(n)
+    digest.update(data)
+    return data
 
 
 def _remove_tree(root: Path) -> None:

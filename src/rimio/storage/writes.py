@@ -230,7 +230,13 @@ class LocalWrite:
         current = meta.current_head(head.path)
         keys = [(p.index, p.sha256) for p in offered]
         if current is not None and current.sha256 == head.sha256:
-            # Already here (a retry): nothing changes but a missing write result.
+            # Already here (a retry): nothing changes but a missing write result,
+            # and inline bytes a verified read found damaged (a repair brings
+            # them again; check_offer checked them against the etag).
+            if inline is not None:
+                for part in inline_parts(inline, head.part_size):
+                    meta.set_inline(head.path, head.generation, head.sha256, part.index,
+                                    part.sha256, part.data)
             meta.settle_uploads(head, keys, None, result, now, busy=busy)
             return True, current
         if not beats(head, current):
