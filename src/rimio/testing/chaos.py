@@ -751,9 +751,10 @@ class ChaosResult:
         return "\n".join(lines)
 
 
-# Simulated seconds the read repairs of the final reads get before the
-# replicas' heads are collected.
-REPAIR_SETTLE_SECONDS = 5.0
+# Rounds of anti-entropy every node runs once the cluster has healed and
+# settled, before the replicas' heads are collected (each round compares a
+# node with every peer; RFC 0014 says one round converges a pair).
+ANTI_ENTROPY_ROUNDS = 2
 
 
 def replay_command(seed: int) -> str:
@@ -761,9 +762,10 @@ def replay_command(seed: int) -> str:
 
 
 async def _final_reads(cluster: ChaosCluster, paths: list[str]) -> list[FinalRead]:
-    """Each path read through every node (so that each replica's own view
-    takes part in a quorum read and read repair reaches it); the first
-    answer that says something is the path's final read."""
+    """Each path read through every node; the first answer that says
+    something is the path's final read. Read after the replicas' heads were
+    collected: the read repair these reads start plays no part in whether
+    the replicas converged (anti-entropy must do that alone)."""
     out = []
     async with cluster.client("checker") as http:
         for path in paths:
@@ -814,14 +816,17 @@ async def play(seed: int, base_dir: Path, params: ChaosParams) -> ChaosResult:
             await trio.sleep(0.5)
         at_rest = cluster.layout_at_rest()
         await trio.sleep(1.0)
-        # Every path is read through every node: a replica that missed a
-        # write while it was cut off is brought up to date by read repair,
-        # the only repair the replicated path has until anti-entropy
-        # (issue 8) lands. Then the repairs get time to finish.
-        final_reads = await _final_reads(cluster, workload.paths)
-        await trio.sleep(REPAIR_SETTLE_SECONDS)
+        # Anti-entropy alone brings every replica up to date (RFC 0014): a
+        # few rounds on every node, with no client read involved; only then
+        # are the replicas' heads collected and the paths read.
+        for _ in range(ANTI_ENTROPY_ROUNDS):
+            for node_id in list(cluster.hosts):
+                node = cluster.hosts[node_id].node
+                if node is not None and node.antientropy is not None:
+                    await node.antientropy.round()
         layout = cluster.final_layout()
         replicas = await cluster.replica_heads(layout)
+        final_reads = await _final_reads(cluster, workload.paths)
         slots = sorted({s for by_slot in replicas.values() for s in by_slot})
         history = History(
             ops=sorted(workload.ops, key=lambda op: op.op_id),
