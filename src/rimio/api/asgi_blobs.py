@@ -12,7 +12,6 @@ there through the node's `PeerClient`, streaming both ways. The listing
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from rimio.api.asgi_io import AsgiRequest, AsgiResponder, ClientGone, Receive, Scope, Send
@@ -25,6 +24,7 @@ from rimio.api.http import (
 )
 from rimio.core.errors import QuorumLost
 from rimio.ops.coordinator import CoordinatedObject
+from rimio.ops.first_chunk import peel, rejoin
 from rimio.ops.objects import ObjectService, PutRequest, WriteOutcome
 
 # Objects up to this size are read in the same worker-thread call as their head.
@@ -142,8 +142,8 @@ class BlobApp:
             # check there (a small one is checked whole) is an error status,
             # not a broken 200 (rfcs/0013).
             chunks = objects.read(obj, start, end)
-            first = await _first_chunk(chunks)
-            await responder.stream(status, headers, _then(first, chunks))
+            first = await peel(chunks)
+            await responder.stream(status, headers, rejoin(first, chunks))
 
     async def _forward(self, request: AsgiRequest, responder: AsgiResponder,
                        address: str) -> None:
@@ -163,22 +163,6 @@ class BlobApp:
             await responder.whole(answer.status, headers, b"")
         else:
             await responder.stream(answer.status, headers, answer.body)
-
-
-async def _first_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
-    try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
-async def _then(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """`first` (when there is one), then the rest of `rest`."""
-    if first is None:
-        return
-    yield first
-    async for chunk in rest:
-        yield chunk
 
 
 def _dumps(payload: Any) -> bytes:

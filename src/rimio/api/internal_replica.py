@@ -40,6 +40,7 @@ from rimio.api.http import json_response, parse_count
 from rimio.core.auth import STREAMED_BODY, Verified
 from rimio.core.errors import BadRequest, PayloadTooLarge, Unauthorized
 from rimio.core.offers import MAX_COUNT, is_sha256
+from rimio.ops.first_chunk import rejoin
 from rimio.ops.objects import MAX_LIST_LIMIT
 from rimio.ops.replica_service import ReplicaService
 
@@ -174,20 +175,11 @@ class ReplicaHandlers:
         first, rest = await self._replicas.open_part(number, path, generation, head, part,
                                                      start, end)
 
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                if first:
-                    yield first
-                async for chunk in rest:
-                    yield chunk
-            finally:
-                await rest.aclose()
-
         headers = {"Content-Type": "application/octet-stream"}
         if end is not None:
             headers["Content-Length"] = str(end - start)
             headers["Content-Range"] = f"bytes {start}-{end - 1}/*"
-        return Response(stream(), status=status, headers=headers)
+        return Response(rejoin(first, rest), status=status, headers=headers)
 
     async def digest(self) -> Response:
         body = await self._auth.authenticated_body_of(_MAX_QUESTION_BYTES)

@@ -83,7 +83,7 @@ async def read_coordinated(ctx: Coordination, obj: CoordinatedObject, start: int
                     raise  # bytes of this part went out already: the response breaks
                 log.info("part %d of %s from %s: %s; trying the next holder",
                          span.index, head.path, node, exc)
-        if not served and lost and any(isinstance(e, PartCorrupt) for e in lost) and all(
+        if not served and any(isinstance(e, PartCorrupt) for e in lost) and all(
                 isinstance(e, (PartCorrupt, PartMissing)) for e in lost):
             # No good copy is left anywhere (R = 1, or every copy is bad):
             # that is what the client is told, not an outage to wait out.

@@ -18,6 +18,7 @@ from rimio.core.head import Head
 from rimio.core.offers import check_path, part_count_for
 from rimio.core.replica import ApplyAnswer, HeadAnswer, PartInfo, StaleLayout
 from rimio.core.replica_wire import decode_offer
+from rimio.ops.first_chunk import peel
 from rimio.storage.replica import LocalReplica
 
 # What the node answers a request's layout version with: None when the
@@ -85,14 +86,7 @@ class ReplicaService:
         check_path(path, slot, self.total_slots)
         chunks = self._local.read_part_of(slot, path, generation, head_sha256, index,
                                           start, end)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = b""
-        except BaseException:
-            await chunks.aclose()
-            raise
-        return first, chunks
+        return await peel(chunks), chunks
 
     async def digest(self, body: bytes) -> bytes:
         """The msgpack answer to the msgpack digest question `body` (RFC 0014
