@@ -108,6 +108,9 @@ class RepairConfig:
     slot_concurrency: int = 4
     # repair traffic, bytes per second on average
     bytes_per_second: int = 32 * 1024 * 1024
+    # a tombstone every replica holds is forgotten once it is this old, and a
+    # node out of touch with its peers this long re-syncs first (RFC 0015)
+    tombstone_retention_seconds: float = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +361,8 @@ REPAIR_SECTION: Final = Section((
            "a round of anti-entropy starts at least this often (0: never)"),
     Option("slot_concurrency", Integer(1, 1024), "slots compared and repaired at once"),
     Option("bytes_per_second", Integer(1, 1 << 40), "repair traffic, on average"),
+    Option("tombstone_retention_seconds", Number(1, 1e10),
+           "tombstones all replicas hold are purged after this; a node away longer re-syncs"),
 ))
 
 SERVER_SECTION: Final = Section((

@@ -52,6 +52,7 @@ from rimio.cluster.membership import MembershipService
 from rimio.cluster.peers import PeerClient
 from rimio.cluster.replicas import HttpReplica
 from rimio.config import Address, NodeConfig, load_keyring
+from rimio.core.absence import Absence
 from rimio.core.frames import FrameError, Status
 from rimio.core.keyring import KeyRing
 from rimio.core.replica import Replica, ReplicaUnavailable
@@ -63,6 +64,7 @@ from rimio.ops.coordinator import Coordinator, settings_for
 from rimio.ops.movement import SlotMover
 from rimio.ops.objects import ObjectService
 from rimio.ops.replica_service import ReplicaService
+from rimio.ops.tombstones import TombstonePurger
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
 from rimio.storage.disk_identity import check_disks, claim_identities
 from rimio.storage.replica import LocalReplica
@@ -165,6 +167,7 @@ class Node:
         self.replica: LocalReplica | None = None
         self.mover: SlotMover | None = None
         self.antientropy: AntiEntropy | None = None
+        self.purger: TombstonePurger | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -229,13 +232,26 @@ class Node:
             layout = await self._build_layout(membership, layout_client)
             storage = self.config.cluster.storage
             self.replica = LocalReplica(self.store, self.node_id, clock=self._wall_clock)
-            coordinator = self._build_coordinator(layout, membership, peers, self.replica)
+            # What this node's coordinator reads of its own replica: nothing
+            # while it re-syncs after a long absence (RFC 0015 §4).
+            serving = LocalReplica(self.store, self.node_id, clock=self._wall_clock,
+                                   serving=lambda: not self.resyncing())
+            coordinator = self._build_coordinator(layout, membership, peers, serving)
             mover = SlotMover(coordinator.ctx, layout, self.replica)
             repair = self.config.cluster.repair
+            purger = TombstonePurger(coordinator.ctx, layout, self.replica,
+                                     retention=repair.tombstone_retention_seconds,
+                                     wall_clock=self._wall_clock)
+            absence = Absence(repair.tombstone_retention_seconds,
+                              await self.store.last_contact())
             antientropy = AntiEntropy(coordinator.ctx, layout, self.replica, AntiEntropySettings(
                 interval=repair.interval_seconds, slot_concurrency=repair.slot_concurrency,
                 bytes_per_second=float(repair.bytes_per_second),
-                burst_bytes=float(min(repair.bytes_per_second, 8 * 1024 * 1024))))
+                burst_bytes=float(min(repair.bytes_per_second, 8 * 1024 * 1024))),
+                absence=absence, record_contact=self.store.record_contact,
+                after_round=purger.purge_pass)
+            self.purger = purger
+            peers.resyncing = self.resyncing
             # a peer that comes back may have missed writes: compare with it now
             membership.member_listeners.append(
                 lambda change: antientropy.trigger()
@@ -246,7 +262,8 @@ class Node:
             replicas = ReplicaService(self.replica, max_object_bytes=storage.max_object_bytes,
                                       inline_max_bytes=self.store.inline_max_bytes,
                                       # looked up per request, so a test can stand in for the layout
-                                      layout_version_check=lambda v: layout.check_version(v))
+                                      layout_version_check=lambda v: layout.check_version(v),
+                                      resyncing=self.resyncing)
             view = NodeView(
                 node_id=self.node_id,
                 cluster=self.config.cluster,
@@ -259,6 +276,7 @@ class Node:
                 replicas=replicas,
                 movement=mover.progress,
                 anti_entropy=antientropy.progress,
+                tombstones=purger.progress,
             )
             self.membership, self.objects, self.layout = membership, objects, layout
             self.mover = mover
@@ -287,6 +305,11 @@ class Node:
         log.info("node %s serving on %s", self.node_id, self.url)
         self._log_exposure()
         return self
+
+    def resyncing(self) -> bool:
+        """Whether this node re-syncs after a long absence (RFC 0015 §4): it
+        serves no reads of its own replica until a round brings it in touch."""
+        return self.antientropy is not None and self.antientropy.resyncing()
 
     def _log_exposure(self) -> None:
         """Say once, at start, what is open to anyone who reaches the port."""

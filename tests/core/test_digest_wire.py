@@ -21,12 +21,23 @@ shas = st.integers(0, 1000).map(lambda i: hashlib.sha256(str(i).encode()).hexdig
 head_keys = st.builds(HeadKey, st.integers(0, 1 << 40), st.booleans(), shas)
 
 
+named_heads = st.dictionaries(st.text(min_size=1, max_size=20), head_keys, min_size=1,
+                              max_size=w.MAX_NAMED)
+
+
 @given(st.sampled_from(w.QUESTIONS), st.integers(0, 63),
-       st.sets(st.integers(0, GROUPS - 1), min_size=1))
-def test_questions_round_trip(kind: str, slot: int, indexes: set[int]) -> None:
+       st.sets(st.integers(0, GROUPS - 1), min_size=1), named_heads)
+def test_questions_round_trip(kind: str, slot: int, indexes: set[int],
+                              named: dict[str, HeadKey]) -> None:
     q = w.DigestQuestion(kind, 0 if kind == "tops" else slot,
-                         tuple(sorted(indexes)) if kind in ("slotlets", "heads") else ())
+                         tuple(sorted(indexes)) if kind in ("slotlets", "heads") else (),
+                         tuple(named.items()) if kind in ("held", "purge") else ())
     assert w.decode_question(w.encode_question(q), total_slots=64) == q
+
+
+@given(st.sets(st.text(min_size=1, max_size=20), max_size=w.MAX_NAMED))
+def test_path_answers_round_trip(paths: set[str]) -> None:
+    assert w.decode_paths(w.encode_paths(paths)) == paths
 
 
 @given(st.dictionaries(st.integers(0, 2047), digests),
@@ -46,7 +57,7 @@ def test_random_bytes_are_refused_cleanly(data: bytes) -> None:
     with contextlib.suppress(BadRequest):
         w.decode_question(data, total_slots=64)
     for decode in (lambda d: w.decode_tops(d, total_slots=64), w.decode_groups,
-                   w.decode_slotlets, w.decode_heads):
+                   w.decode_slotlets, w.decode_heads, w.decode_paths):
         with contextlib.suppress(w.DigestWireError):
             decode(data)
 
@@ -60,6 +71,13 @@ def test_random_bytes_are_refused_cleanly(data: bytes) -> None:
     {"v": 1, "q": "slotlets", "slot": 1, "groups": [GROUPS]},
     {"v": 1, "q": "heads", "slot": 1, "slotlets": [3, 3]},
     {"v": 1, "q": "tops", "extra": 1},
+    {"v": 1, "q": "held", "slot": 1},  # no heads
+    {"v": 1, "q": "held", "slot": 1, "heads": []},
+    {"v": 1, "q": "purge", "slot": 1, "heads": [["p", 1, True, "a" * 64]] * 2},  # twice
+    {"v": 1, "q": "purge", "slot": 1, "heads": [["p", 1, "yes", "a" * 64]]},
+    {"v": 1, "q": "held", "slot": 1, "heads": [["", 1, True, "a" * 64]]},
+    {"v": 1, "q": "held", "slot": 1, "heads": [[f"p{i}", 1, True, "a" * 64]
+                                               for i in range(w.MAX_NAMED + 1)]},
 ])
 def test_malformed_questions_say_what_is_wrong(body: dict[str, object]) -> None:
     with pytest.raises(BadRequest, match="malformed digest question"):
@@ -73,6 +91,8 @@ def test_malformed_questions_say_what_is_wrong(body: dict[str, object]) -> None:
     (w.decode_heads, {"heads": [["p", 1, 0, "a" * 64]]}),
     (w.decode_heads, {"heads": [["p", 1, False, "A" * 64]]}),
     (w.decode_heads, {"tops": []}),
+    (w.decode_paths, {"paths": [""]}),
+    (w.decode_paths, {"paths": [1]}),
 ])
 def test_malformed_answers_are_refused(decode: object, body: dict[str, object]) -> None:
     with pytest.raises(w.DigestWireError):

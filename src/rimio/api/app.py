@@ -49,6 +49,8 @@ class NodeView:
     movement: Callable[[], dict[str, Any]] | None = None
     # Anti-entropy's counters (None: the node runs none).
     anti_entropy: Callable[[], dict[str, Any]] | None = None
+    # Tombstone purging's counters (RFC 0015).
+    tombstones: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,6 +92,8 @@ class NodeView:
             stats["movement"] = self.movement()
         if self.anti_entropy is not None:
             stats["anti_entropy"] = self.anti_entropy()
+        if self.tombstones is not None:
+            stats["tombstones"] = self.tombstones()
         return stats
 
     def cluster_state(self) -> dict[str, Any]:

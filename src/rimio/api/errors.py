@@ -28,6 +28,7 @@ from rimio.core.errors import (
     PreconditionFailed,
     QuorumLost,
     RangeNotSatisfiable,
+    Resyncing,
     RimioError,
     ShuttingDown,
     StorageCorrupt,
@@ -63,6 +64,7 @@ STATUS: dict[type[RimioError], int] = {
     # Some replicas applied the write, too few to acknowledge it: retry with the write id.
     OutcomeUnknown: 503,
     ShuttingDown: 503,
+    Resyncing: 503,
     Busy: 503,
     ReplicaUnavailable: 503,
     InsufficientStorage: 507,

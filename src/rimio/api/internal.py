@@ -36,6 +36,7 @@ from rimio.core.errors import BadRequest, Busy, Conflict, NotFound, PayloadTooLa
 from rimio.core.frames import FrameError
 from rimio.core.keyring import KeyRing
 from rimio.core.layout import LayoutError, LayoutMismatch, Role
+from rimio.core.replica import RESYNCING_HEADER
 from rimio.net.http import CONTENT_TYPE
 from rimio.ops.objects import MAX_LIST_LIMIT, ObjectService
 from rimio.ops.replica_service import ReplicaService
@@ -60,6 +61,8 @@ class InternalNode(Protocol):
     def layout(self) -> LayoutService: ...
     @property
     def max_frame_size(self) -> int: ...
+    @property
+    def replicas(self) -> ReplicaService | None: ...
     def cluster_state(self) -> dict[str, Any]: ...
     def node_stats(self) -> dict[str, Any]: ...
     def bootstrap_state(self) -> dict[str, Any]: ...
@@ -176,6 +179,8 @@ class InternalHandlers:
         limit = parse_count(args.get("limit", "1000"), 9, "limit out of range")
         if not 1 <= limit <= MAX_LIST_LIMIT + 1:
             raise BadRequest("limit out of range")
+        if self._node.replicas is not None:  # no stale heads while re-syncing (RFC 0015 §4)
+            self._node.replicas.check_serving(request.headers.get(RESYNCING_HEADER) == "1")
         found = await self._node.objects.local_heads(args.get("prefix", ""), args.get("after"),
                                                      limit)
         return json_response({"heads": [h.to_dict() for h in found]})

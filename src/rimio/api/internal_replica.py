@@ -37,9 +37,11 @@ from quart import Blueprint, Response, request
 
 from rimio.api.errors import LAYOUT_VERSION_HEADER
 from rimio.api.http import json_response, parse_count
+from rimio.core import digest_wire
 from rimio.core.auth import STREAMED_BODY, Verified
 from rimio.core.errors import BadRequest, PayloadTooLarge, Unauthorized
 from rimio.core.offers import MAX_COUNT, is_sha256
+from rimio.core.replica import RESYNCING_HEADER
 from rimio.ops.first_chunk import rejoin
 from rimio.ops.objects import MAX_LIST_LIMIT
 from rimio.ops.replica_service import ReplicaService
@@ -49,8 +51,9 @@ DIGEST_PATH = "/internal/v1/digest"
 _MAX_DIGITS = 19
 _RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{1,19})")
 _MAX_WRITE_ID = 128
-# A digest question names at most every slotlet of one slot.
-_MAX_QUESTION_BYTES = 4096
+# A digest question names at most every slotlet of one slot, or MAX_NAMED
+# heads (RFC 0015): their paths, and 80 bytes of each row beside.
+_MAX_QUESTION_BYTES = 4096 + digest_wire.MAX_NAMED * (digest_wire.MAX_PATH + 80)
 
 
 class Authenticator(Protocol):
@@ -107,9 +110,13 @@ class ReplicaHandlers:
         self._replicas.check_layout(version)
         return version
 
+    def _serving(self) -> None:
+        self._replicas.check_serving(_asker_resyncing())
+
     async def get_head(self, slot: str) -> Response:
         await self._auth.authenticated_body_of(0)
         self._layout()
+        self._serving()
         write_id = request.args.get("write_id") or None
         if write_id is not None and len(write_id) > _MAX_WRITE_ID:
             raise BadRequest("'write_id' is too long")
@@ -155,6 +162,7 @@ class ReplicaHandlers:
     async def get_part(self, slot: str, index: str) -> Response:
         await self._auth.authenticated_body_of(0)
         self._layout()
+        self._serving()
         number, path, generation = _slot(slot), _path(), _generation()
         part = parse_count(index, _MAX_DIGITS, "the part index is not a number")
         if part > MAX_COUNT:
@@ -183,12 +191,13 @@ class ReplicaHandlers:
 
     async def digest(self) -> Response:
         body = await self._auth.authenticated_body_of(_MAX_QUESTION_BYTES)
-        answer = await self._replicas.digest(body)
+        answer = await self._replicas.digest(body, asker_resyncing=_asker_resyncing())
         return Response(answer, status=200, headers={"Content-Type": "application/msgpack"})
 
     async def list_heads(self, slot: str) -> Response:
         await self._auth.authenticated_body_of(0)
         self._layout()
+        self._serving()
         args = request.args
         limit = parse_count(args.get("limit", "1000"), 9, "limit out of range")
         if not 1 <= limit <= MAX_LIST_LIMIT + 1:
@@ -196,6 +205,10 @@ class ReplicaHandlers:
         found = await self._replicas.list_heads(_slot(slot), args.get("prefix", ""),
                                                 args.get("after"), limit)
         return json_response({"heads": [h.to_dict() for h in found]})
+
+
+def _asker_resyncing() -> bool:
+    return request.headers.get(RESYNCING_HEADER) == "1"
 
 
 async def _body() -> AsyncIterator[bytes]:

@@ -9,7 +9,7 @@ cluster key when there is one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -18,6 +18,7 @@ import httpx
 from rimio.core.errors import Busy, MalformedHead, QuorumLost
 from rimio.core.head import Head
 from rimio.core.keyring import KeyRing
+from rimio.core.replica import RESYNCING_HEADER
 from rimio.net.http import signed_headers
 
 HEADS_PATH = "/internal/v1/heads"
@@ -81,6 +82,8 @@ class PeerClient:
                  pool_timeout: float = 5.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._keyring = keyring
+        # whether this node re-syncs (RFC 0015 §4); the node sets it
+        self.resyncing: Callable[[], bool] = lambda: False
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=pool_timeout),
@@ -134,6 +137,8 @@ class PeerClient:
                                 body if isinstance(body, bytes) else None, destination=node_id)
         if headers:
             signed.update(headers)
+        if self.resyncing():
+            signed[RESYNCING_HEADER] = "1"
         req = self._client.build_request(method, f"http://{address}{target}", headers=signed,
                                          content=body)
         return await self._client.send(req, stream=True)

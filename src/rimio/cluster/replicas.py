@@ -230,6 +230,14 @@ class HttpReplica:
         return await self._digest(DigestQuestion("heads", slot, tuple(slotlets)),
                                   digest_wire.decode_heads)
 
+    async def heads_held(self, slot: int, keys: Mapping[str, HeadKey]) -> set[str]:
+        return await self._digest(DigestQuestion("held", slot, named=tuple(keys.items())),
+                                  digest_wire.decode_paths)
+
+    async def purge_tombstones(self, slot: int, keys: Mapping[str, HeadKey]) -> set[str]:
+        return await self._digest(DigestQuestion("purge", slot, named=tuple(keys.items())),
+                                  digest_wire.decode_paths)
+
     async def list_heads(self, slot: int | None, prefix: str, after: str | None,
                          limit: int) -> list[Head]:
         query = {"prefix": prefix, "limit": str(limit), **({"after": after} if after else {})}

@@ -12,6 +12,12 @@ says which:
   groups.
 * ``{"v": 1, "q": "heads", "slot": s, "slotlets": [i, ...]}`` →
   ``{"heads": [[path, generation, deleted, head sha256], ...]}``.
+* ``{"v": 1, "q": "held", "slot": s, "heads": [[path, generation, deleted,
+  sha256], ...]}`` → ``{"paths": [path, ...]}``: those of the named heads
+  that are the current head of their path on the replica (RFC 0015).
+* ``{"v": 1, "q": "purge", "slot": s, "heads": [...]}`` → ``{"paths": [...]}``:
+  the named tombstones the replica forgot because they were still current.
+  At most `MAX_NAMED` heads per question.
 
 A digest is 16 raw bytes. Decoding is a trust boundary on both sides: a
 question that does not parse raises `BadRequest`, an answer that does not
@@ -21,7 +27,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -31,7 +37,9 @@ from rimio.core.digest import GROUPS, SLOTLETS, TOKEN_BYTES, HeadKey
 from rimio.core.errors import BadRequest
 
 VERSION: Final = 1
-QUESTIONS: Final = ("tops", "groups", "slotlets", "heads")
+QUESTIONS: Final = ("tops", "groups", "slotlets", "heads", "held", "purge")
+# A "held" or "purge" question names at most this many heads.
+MAX_NAMED: Final = 256
 # One answer names at most this many heads: far more than a slotlet of an
 # edge cluster holds (a slot of 16 M objects has 64 K per slotlet).
 MAX_HEADS: Final = 1 << 16
@@ -49,6 +57,7 @@ class DigestQuestion:
     kind: str  # one of QUESTIONS
     slot: int = 0
     indexes: tuple[int, ...] = ()  # groups (kind "slotlets") or slotlets (kind "heads")
+    named: tuple[tuple[str, HeadKey], ...] = ()  # kinds "held" and "purge"
 
 
 def encode_question(q: DigestQuestion) -> bytes:
@@ -59,7 +68,12 @@ def encode_question(q: DigestQuestion) -> bytes:
         body["groups"] = list(q.indexes)
     elif q.kind == "heads":
         body["slotlets"] = list(q.indexes)
+    elif q.kind in _NAMING:
+        body["heads"] = [[p, k.generation, k.deleted, k.sha256] for p, k in q.named]
     return _pack(body)
+
+
+_NAMING: Final = ("held", "purge")
 
 
 def decode_question(data: bytes, *, total_slots: int) -> DigestQuestion:
@@ -72,7 +86,8 @@ def decode_question(data: bytes, *, total_slots: int) -> DigestQuestion:
         if kind not in QUESTIONS:
             raise ValueError(f"'q' must be one of {', '.join(QUESTIONS)}")
         allowed = {"v", "q"} | ({"slot"} if kind != "tops" else set())
-        allowed |= {"slotlets": {"groups"}, "heads": {"slotlets"}}.get(kind, set())
+        allowed |= {"slotlets": {"groups"}, "heads": {"slotlets"}, "held": {"heads"},
+                    "purge": {"heads"}}.get(kind, set())
         if set(raw) != allowed:
             raise ValueError(f"a {kind!r} question has exactly the keys {sorted(allowed)}")
         if kind == "tops":
@@ -85,6 +100,14 @@ def decode_question(data: bytes, *, total_slots: int) -> DigestQuestion:
             indexes = _indexes(raw["groups"], GROUPS, "groups")
         elif kind == "heads":
             indexes = _indexes(raw["slotlets"], SLOTLETS, "slotlets")
+        elif kind in _NAMING:
+            rows = raw["heads"]
+            if not isinstance(rows, list) or not 0 < len(rows) <= MAX_NAMED:
+                raise ValueError(f"'heads' must name 1 to {MAX_NAMED} heads")
+            named = dict(_head_row(row) for row in rows)
+            if len(named) != len(rows):
+                raise ValueError("'heads' must name each path once")
+            return DigestQuestion(kind, slot, named=tuple(named.items()))
         return DigestQuestion(kind, slot, indexes)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as exc:
@@ -128,22 +151,36 @@ def decode_slotlets(data: bytes) -> dict[int, bytes]:
 
 
 def decode_heads(data: bytes) -> dict[str, HeadKey]:
-    out: dict[str, HeadKey] = {}
-    for row in _answer(data, "heads", MAX_HEADS):
-        if not isinstance(row, list) or len(row) != 4:
-            raise DigestWireError("a head row is [path, generation, deleted, sha256]")
-        path, generation, deleted, sha = row
+    return dict(_head_row(row) for row in _answer(data, "heads", MAX_HEADS))
+
+
+def encode_paths(paths: Iterable[str]) -> bytes:
+    return _pack({"paths": sorted(paths)})
+
+
+def decode_paths(data: bytes) -> set[str]:
+    out = set()
+    for path in _answer(data, "paths", MAX_NAMED):
         if not isinstance(path, str) or not path or len(path) > MAX_PATH:
-            raise DigestWireError("a head row's path must be a non-empty string")
-        if type(generation) is not int or not 0 <= generation <= _MAX_UINT:
-            raise DigestWireError("a head row's generation must be an unsigned integer")
-        if type(deleted) is not bool:
-            raise DigestWireError("a head row's 'deleted' must be a boolean")
-        if (not isinstance(sha, str) or len(sha) != 64
-                or any(c not in "0123456789abcdef" for c in sha)):
-            raise DigestWireError("a head row's sha256 must be 64 hex digits")
-        out[path] = HeadKey(generation, deleted, sha)
+            raise DigestWireError("'paths' holds non-empty strings")
+        out.add(path)
     return out
+
+
+def _head_row(row: Any) -> tuple[str, HeadKey]:
+    if not isinstance(row, list) or len(row) != 4:
+        raise DigestWireError("a head row is [path, generation, deleted, sha256]")
+    path, generation, deleted, sha = row
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH:
+        raise DigestWireError("a head row's path must be a non-empty string")
+    if type(generation) is not int or not 0 <= generation <= _MAX_UINT:
+        raise DigestWireError("a head row's generation must be an unsigned integer")
+    if type(deleted) is not bool:
+        raise DigestWireError("a head row's 'deleted' must be a boolean")
+    if (not isinstance(sha, str) or len(sha) != 64
+            or any(c not in "0123456789abcdef" for c in sha)):
+        raise DigestWireError("a head row's sha256 must be 64 hex digits")
+    return path, HeadKey(generation, deleted, sha)
 
 
 # -- helpers -------------------------------------------------------------------

@@ -90,6 +90,13 @@ class ShuttingDown(RimioError):
     code = "shutting_down"
 
 
+class Resyncing(RimioError):
+    """This node was out of touch with its peers for longer than the
+    tombstone retention and serves no reads until it has re-synced (RFC 0015 §4)."""
+
+    code = "resyncing"
+
+
 class Busy(RimioError):
     """The node cannot take this request now; the caller should retry later."""
 

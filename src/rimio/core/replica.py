@@ -9,13 +9,17 @@ operation is idempotent on retry, so a coordinator may repeat any of them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rimio.core.digest import HeadKey
 from rimio.core.errors import RimioError
 from rimio.core.head import Head
+
+# Carried by every internal request of a node that re-syncs after a long
+# absence (RFC 0015 §4): a node re-syncing too answers it all the same.
+RESYNCING_HEADER = "X-Rimio-Resyncing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,4 +126,15 @@ class Replica(Protocol):
 
     async def slotlet_heads(self, slot: int, slotlets: Sequence[int]) -> dict[str, HeadKey]:
         """The head order key of every current head of `slot` in `slotlets`."""
+        ...
+
+    # -- tombstone purging (RFC 0015) ------------------------------------------
+
+    async def heads_held(self, slot: int, keys: Mapping[str, HeadKey]) -> set[str]:
+        """The paths of `keys` whose current head here is exactly that head."""
+        ...
+
+    async def purge_tombstones(self, slot: int, keys: Mapping[str, HeadKey]) -> set[str]:
+        """Forget each tombstone of `keys` that is still the current head of
+        its path here; the paths forgotten."""
         ...

@@ -16,24 +16,32 @@ every `interval`, and at once when `trigger()` is called (the node calls it
 when a peer comes back alive). Slots are compared `slot_concurrency` at a
 time, and the bytes moved are paced by a token bucket, so healing shares the
 node with its clients instead of starving them.
+
+A round that compared this node with its peers puts it *in touch* (RFC 0015
+§4, `rimio.core.absence`), then runs `after_round` (the tombstone purge). A
+node out of touch for longer than the tombstone retention *re-syncs*: its
+round pulls but pushes nothing, and forgets the heads it held before the
+re-sync that no peer holds (their tombstones may have been purged while it
+was away); the node serves no reads until that round is done.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import trio
 
-from rimio.core.digest import EMPTY, FANOUT, differing, reconcile
+from rimio.core.absence import Absence, held_by_none
+from rimio.core.digest import EMPTY, FANOUT, HeadKey, differing, reconcile
 from rimio.core.layout import Layout
 from rimio.core.pacing import ByteRate
-from rimio.core.replica import Replica
 from rimio.ops.coordination import Coordination, log
 from rimio.ops.quorum_read import CoordinatedObject
 from rimio.ops.read_repair import repair_replica
+from rimio.storage.replica import LocalReplica
 
 
 class LayoutView(Protocol):
@@ -69,12 +77,20 @@ class AntiEntropyStats:
     # slots found differing in the current round and not repaired yet
     backlog: int = 0
     last_error: str | None = None
+    # RFC 0015 §4: wall-clock seconds of the last round in touch with the
+    # peers, whether this node is re-syncing, and the heads a re-sync forgot
+    last_contact: float | None = None
+    resyncing: bool = False
+    stale_forgotten: int = 0
 
 
 class AntiEntropy:
-    def __init__(self, ctx: Coordination, layout: LayoutView, local: Replica,
+    def __init__(self, ctx: Coordination, layout: LayoutView, local: LocalReplica,
                  settings: AntiEntropySettings | None = None, *,
-                 clock: Callable[[], float] = trio.current_time) -> None:
+                 clock: Callable[[], float] = trio.current_time,
+                 absence: Absence | None = None,
+                 record_contact: Callable[[float], Awaitable[None]] | None = None,
+                 after_round: Callable[[], Awaitable[object]] | None = None) -> None:
         self._ctx = ctx
         self._me = ctx.node_id
         self._layout = layout
@@ -84,6 +100,15 @@ class AntiEntropy:
         self._rate = ByteRate(self.settings.bytes_per_second, self.settings.burst_bytes)
         self._wake = trio.Event()
         self.stats = AntiEntropyStats()
+        self.absence = absence or Absence(math.inf)
+        self._record_contact = record_contact
+        self._after_round = after_round
+        self._resync_since = 0.0
+        self.stats.last_contact = self.absence.last_contact
+
+    def resyncing(self) -> bool:
+        """Whether this node is re-syncing now (it must not serve reads)."""
+        return self.absence.check(self._ctx.wall_clock())
 
     def progress(self) -> dict[str, Any]:
         return asdict(self.stats)
@@ -124,21 +149,66 @@ class AntiEntropy:
         """One pass over every reachable peer; True when every peer was
         compared (and every difference repaired) without a failure."""
         started = self._clock()
+        now = self._ctx.wall_clock()
+        was_resyncing = self.stats.resyncing
+        resync = self.stats.resyncing = self.absence.check(now)
+        if resync and not was_resyncing:
+            self._resync_since = now
+            log.warning("out of touch with the peers since %s: re-syncing before serving",
+                        self.absence.last_contact)
+        # re-sync: per slot, per peer compared, the paths held here it lacks
+        missing: dict[int, list[set[str]]] | None = {} if resync else None
+        mine: dict[int, dict[str, HeadKey]] = {}
+        peers = self.peers()
         complete = True
-        for peer in self.peers():
+        failed = False
+        compared = 0
+        for peer in peers:
             if not self._ctx.liveness.is_reachable(peer):
                 complete = False
                 continue
             try:
-                complete &= await self.sync_peer(peer)
+                ok = await self.sync_peer(peer, missing, mine)
             except Exception as exc:
-                complete = False
+                ok = False
                 self._failed(f"with {peer}", exc)
+            complete &= ok
+            failed |= not ok
+            compared += ok
         self.stats.rounds += 1
         self.stats.last_round_seconds = self._clock() - started
         if complete:
             self.stats.last_full_round = self._ctx.wall_clock()
+        if not failed and (compared or not peers):
+            if missing is not None:
+                await self._forget_stale(missing, mine)
+            await self._in_touch(now)
+            if self._after_round is not None and not self.stats.resyncing:
+                await self._after_round()
         return complete
+
+    async def _in_touch(self, now: float) -> None:
+        self.absence.in_touch(now)
+        if self.stats.resyncing:
+            log.warning("re-sync done: serving again")
+        self.stats.resyncing = False
+        self.stats.last_contact = now
+        if self._record_contact is not None:
+            await self._record_contact(now)
+
+    async def _forget_stale(self, missing: dict[int, list[set[str]]],
+                            mine: dict[int, dict[str, HeadKey]]) -> None:
+        """After a re-sync round: forget the heads held here since before the
+        re-sync that no peer compared holds."""
+        for slot, per_peer in sorted(missing.items()):
+            stale = held_by_none(per_peer)
+            keys = {p: mine[slot][p] for p in stale if p in mine.get(slot, {})}
+            if keys and self._settled(slot, self._me):
+                forgotten = await self._local.forget_stale(slot, keys, self._resync_since)
+                self.stats.stale_forgotten += len(forgotten)
+                if forgotten:
+                    log.warning("re-sync forgot %d heads of slot %d that no peer holds",
+                                len(forgotten), slot)
 
     def _settled(self, slot: int, *nodes: str) -> bool:
         """Whether `slot` sits where the layout wants it and `nodes` hold it.
@@ -149,16 +219,23 @@ class AntiEntropy:
         holders = layout.holders(slot)
         return not layout.moving(slot) and all(n in holders for n in nodes)
 
-    async def sync_peer(self, peer: str) -> bool:
-        """Compare every settled slot both hold with `peer` and repair what differs."""
+    async def sync_peer(self, peer: str, missing: dict[int, list[set[str]]] | None = None,
+                        mine: dict[int, dict[str, HeadKey]] | None = None) -> bool:
+        """Compare every settled slot both hold with `peer` and repair what
+        differs. With `missing` (a re-sync), push nothing: record per slot
+        the paths held here that `peer` lacks (and their keys in `mine`)."""
         layout = self._layout.current
         shared = sorted(s for s in layout.held_by(self._me) if self._settled(s, self._me, peer))
         if not shared:
             return True
         remote = self._ctx.replica_for(peer)
-        mine = await self._local.digest_tops()
+        tops = await self._local.digest_tops()
         theirs = await remote.digest_tops()
-        todo = [s for s in shared if mine.get(s, EMPTY) != theirs.get(s, EMPTY)]
+        todo = [s for s in shared if tops.get(s, EMPTY) != theirs.get(s, EMPTY)]
+        lacking: dict[int, set[str]] = {}
+        if missing is not None:
+            for slot in shared:
+                missing.setdefault(slot, []).append(lacking.setdefault(slot, set()))
         self.stats.slots_compared += len(shared)
         self.stats.slots_differing += len(todo)
         self.stats.backlog = len(todo)
@@ -169,7 +246,11 @@ class AntiEntropy:
             nonlocal failures
             async with limit:
                 try:
-                    await self.sync_slot(peer, slot)
+                    if missing is None:
+                        await self.sync_slot(peer, slot)
+                    else:
+                        keys = (mine if mine is not None else {}).setdefault(slot, {})
+                        await self.sync_slot(peer, slot, lacking[slot], keys)
                 except Exception as exc:
                     failures += 1
                     self._failed(f"slot {slot} with {peer}", exc)
@@ -181,9 +262,12 @@ class AntiEntropy:
                 nursery.start_soon(one, slot)
         return failures == 0
 
-    async def sync_slot(self, peer: str, slot: int) -> None:
+    async def sync_slot(self, peer: str, slot: int, lacking: set[str] | None = None,
+                        mine_keys: dict[str, HeadKey] | None = None) -> None:
         """Find the paths of `slot` whose heads differ between here and `peer`,
-        and give each side the winner."""
+        and give each side the winner; with `lacking` (a re-sync), take the
+        peer's winners only, and add to `lacking` the paths held here that the
+        peer has no head of (their keys to `mine_keys`)."""
         remote = self._ctx.replica_for(peer)
         my_groups = await self._local.digest_groups(slot)
         groups = differing(my_groups, await remote.digest_groups(slot))
@@ -195,13 +279,20 @@ class AntiEntropy:
                     if mine.get(i, EMPTY) != theirs.get(i, EMPTY)]
         if not slotlets:
             return
-        plan = reconcile(await self._local.slotlet_heads(slot, slotlets),
-                         await remote.slotlet_heads(slot, slotlets))
+        here = await self._local.slotlet_heads(slot, slotlets)
+        there = await remote.slotlet_heads(slot, slotlets)
+        plan = reconcile(here, there)
         for path in plan.pull:
             if not self._settled(slot, self._me, peer):  # the layout changed meanwhile
                 return
             await self._give(slot, path, source=peer, target=self._me)
             self.stats.heads_pulled += 1
+        if lacking is not None:
+            gone = {p for p in plan.push if p not in there}
+            lacking |= gone
+            if mine_keys is not None:
+                mine_keys.update((p, here[p]) for p in gone)
+            return
         for path in plan.push:
             if not self._settled(slot, self._me, peer):
                 return

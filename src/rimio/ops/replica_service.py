@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 
 from rimio.core import digest_wire
-from rimio.core.errors import BadRequest
+from rimio.core.errors import BadRequest, Resyncing
 from rimio.core.head import Head
 from rimio.core.offers import check_path, part_count_for
 from rimio.core.replica import ApplyAnswer, HeadAnswer, PartInfo, StaleLayout
@@ -40,9 +40,11 @@ class ReplicaService:
     `inline_max_bytes` how many bytes it may carry inline."""
 
     def __init__(self, local: LocalReplica, *, max_object_bytes: int, inline_max_bytes: int,
-                 layout_version_check: LayoutVersionCheck = accept_any_layout) -> None:
+                 layout_version_check: LayoutVersionCheck = accept_any_layout,
+                 resyncing: Callable[[], bool] = lambda: False) -> None:
         self._local = local
         self._check_layout = layout_version_check
+        self._resyncing = resyncing
         self.part_size = local.part_size
         self.total_slots = local.total_slots
         self.max_parts = max(1, part_count_for(max_object_bytes, self.part_size))
@@ -56,6 +58,14 @@ class ReplicaService:
         if mine is not None:
             raise StaleLayout(f"this replica's layout is at version {mine}, the request's "
                               f"at {version}", mine)
+
+    def check_serving(self, asker_resyncing: bool) -> None:
+        """Raise Resyncing when this node re-syncs after a long absence (RFC
+        0015 §4): its heads may be ones the others purged the tombstones of,
+        so it answers no read — but for a node that re-syncs too (a cluster
+        that was off as a whole: they pull from one another)."""
+        if not asker_resyncing and self._resyncing():
+            raise Resyncing("this node is re-syncing after a long absence")
 
     async def get_head(self, slot: int, path: str, write_id: str | None) -> HeadAnswer:
         return await self._local.get_head(slot, path, write_id)
@@ -88,10 +98,13 @@ class ReplicaService:
                                           start, end)
         return await peel(chunks), chunks
 
-    async def digest(self, body: bytes) -> bytes:
+    async def digest(self, body: bytes, *, asker_resyncing: bool = False) -> bytes:
         """The msgpack answer to the msgpack digest question `body` (RFC 0014
-        §3); BadRequest when it does not parse."""
+        §3); BadRequest when it does not parse. A re-syncing node answers
+        what it holds ("held", "purge") but compares nothing (`check_serving`)."""
         q = digest_wire.decode_question(body, total_slots=self.total_slots)
+        if q.kind not in ("held", "purge"):
+            self.check_serving(asker_resyncing)
         local = self._local
         if q.kind == "tops":
             return digest_wire.encode_tops(await local.digest_tops())
@@ -99,7 +112,12 @@ class ReplicaService:
             return digest_wire.encode_groups(await local.digest_groups(q.slot))
         if q.kind == "slotlets":
             return digest_wire.encode_slotlets(await local.digest_slotlets(q.slot, q.indexes))
-        return digest_wire.encode_heads(await local.slotlet_heads(q.slot, q.indexes))
+        if q.kind == "heads":
+            return digest_wire.encode_heads(await local.slotlet_heads(q.slot, q.indexes))
+        named = dict(q.named)
+        if q.kind == "held":
+            return digest_wire.encode_paths(await local.heads_held(q.slot, named))
+        return digest_wire.encode_paths(await local.purge_tombstones(q.slot, named))
 
     async def list_heads(self, slot: int, prefix: str, after: str | None,
                          limit: int) -> list[Head]:

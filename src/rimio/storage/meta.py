@@ -33,7 +33,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -546,12 +546,15 @@ class SlotMeta:
 
     # -- digests (RFC 0014) ----------------------------------------------------
 
-    def _update_digests(self, path: str, old: Head | None, new: Head) -> None:
+    def _update_digests(self, path: str, old: Head | None, new: Head | None) -> None:
         """XOR the replaced head's token out of its slotlet's digest and the
-        slot's, and the new head's in (inside the caller's transaction)."""
-        change = token_of(path, new.sha256)
+        slot's, and the new head's in (inside the caller's transaction); `new`
+        None: the path's head is forgotten (a purge, RFC 0015)."""
+        change = token_of(path, new.sha256) if new is not None else EMPTY
         if old is not None:
             change = xor(change, token_of(path, old.sha256))
+        if change == EMPTY:
+            return
         for slotlet in (slotlet_of(path), SLOTLETS):
             row = self._db.execute(
                 "SELECT digest FROM slotlets WHERE slot_id = ? AND slotlet = ?",
@@ -786,6 +789,74 @@ class SlotMeta:
     ) -> list[Head]:
         """The first `limit` current heads of this slot, by path."""
         return _list_current(self._db, self.slot_id, prefix, after, limit, include_deleted)
+
+    # -- tombstones (RFC 0015) --------------------------------------------------
+
+    def old_tombstones(self, before: float, limit: int) -> dict[str, HeadKey]:
+        """Current tombstones installed here before `before` (wall seconds), by path."""
+        rows = self._db.execute(
+            "SELECT path, generation, head_sha256 FROM file_entries WHERE slot_id = ? "
+            "AND is_current = 1 AND entry_kind = 'tombstone' AND created_at < ? "
+            "ORDER BY path LIMIT ?", (self.slot_id, before, limit)).fetchall()
+        return {r[0]: HeadKey(int(r[1]), True, r[2]) for r in rows}
+
+    def held(self, keys: Mapping[str, HeadKey]) -> set[str]:
+        """The paths of `keys` whose current head here is exactly that head."""
+        found = set()
+        for path, key in keys.items():
+            row = self._db.execute(
+                "SELECT generation, entry_kind, head_sha256 FROM file_entries "
+                "WHERE path = ? AND slot_id = ? AND is_current = 1",
+                (path, self.slot_id)).fetchone()
+            if row is not None and HeadKey(int(row[0]), row[1] == "tombstone", row[2]) == key:
+                found.add(path)
+        return found
+
+    def forget_current(self, keys: Mapping[str, HeadKey], *, tombstones_only: bool,
+                       installed_before: float | None = None) -> tuple[set[str], list[str]]:
+        """Forget the current head of each path of `keys` that is exactly that
+        head (a tombstone, with `tombstones_only`; installed here before
+        `installed_before`, when given), with its part rows, in one
+        transaction. The paths forgotten, and the part files to unlink."""
+        db = self._db
+        forgotten: set[str] = set()
+        files: list[str] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for path, key in keys.items():
+                if tombstones_only and not key.deleted:
+                    continue
+                head = self.current_head(path)
+                if head is None or HeadKey(head.generation, head.deleted, head.sha256) != key:
+                    continue
+                if installed_before is not None:
+                    row = db.execute(
+                        "SELECT created_at FROM file_entries WHERE path = ? AND slot_id = ? "
+                        "AND is_current = 1", (path, self.slot_id)).fetchone()
+                    if row is None or float(row[0]) >= installed_before:
+                        continue
+                files.extend(r[0] for r in db.execute(
+                    "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
+                    "AND generation = ? AND head_sha256 = ? AND entry_kind = 'part' "
+                    "AND local_path IS NOT NULL",
+                    (path, self.slot_id, head.generation, head.sha256)).fetchall())
+                db.execute(
+                    "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+                    "AND head_sha256 = ? AND entry_kind IN ('meta', 'tombstone', 'part')",
+                    (path, self.slot_id, head.generation, head.sha256))
+                self._update_digests(path, head, None)
+                forgotten.add(path)
+                # a file another row of the generation names (a reused part) stays
+                still = {r[0] for r in db.execute(
+                    "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
+                    "AND generation = ? AND entry_kind = 'part' AND local_path IS NOT NULL",
+                    (path, self.slot_id, head.generation)).fetchall()}
+                files = [f for f in files if f not in still]
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return forgotten, files
 
     # -- garbage --------------------------------------------------------------
 

@@ -10,25 +10,40 @@ internal API, so the local replica and a remote one refuse the same things.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
 from rimio.core.digest import EMPTY, FANOUT, HeadKey
 from rimio.core.head import Head
 from rimio.core.offers import check_offer, check_path
-from rimio.core.replica import ApplyAnswer, HeadAnswer, PartInfo
+from rimio.core.replica import ApplyAnswer, HeadAnswer, PartInfo, ReplicaUnavailable
 from rimio.storage.store import LocalStore
 
 
 class LocalReplica:
     """The replica of this node's store, named `node_id`. `clock` stamps the
-    rows it writes (wall-clock seconds)."""
+    rows it writes (wall-clock seconds). `serving`, when given, says whether
+    this replica may answer reads (heads, parts, listings): not while its
+    node re-syncs after a long absence (RFC 0015 §4); writes are taken."""
 
     def __init__(self, store: LocalStore, node_id: str, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 serving: Callable[[], bool] | None = None) -> None:
         self._store = store
         self._node_id = node_id
         self._clock = clock
+        self._serving = serving
+
+    def _check_serving(self) -> None:
+        if self._serving is not None and not self._serving():
+            raise ReplicaUnavailable(f"{self._node_id} is re-syncing after a long absence")
 
     @property
     def node_id(self) -> str:
@@ -44,6 +59,7 @@ class LocalReplica:
 
     async def get_head(self, slot: int, path: str, write_id: str | None = None) -> HeadAnswer:
         check_path(path, slot, self.total_slots)
+        self._check_serving()
         head, result = await self._store.head_and_result(slot, path, write_id)
         return HeadAnswer(head, result)
 
@@ -69,6 +85,7 @@ class LocalReplica:
         await self._store.abort_generation(slot, path, generation)
 
     def read_part(self, head: Head, index: int, start: int, end: int) -> AsyncIterator[bytes]:
+        self._check_serving()
         return self._store.read_part(head.slot_id, head.path, head.generation, head.sha256,
                                      index, start, end)
 
@@ -81,6 +98,7 @@ class LocalReplica:
 
     async def list_heads(self, slot: int | None, prefix: str, after: str | None,
                          limit: int) -> list[Head]:
+        self._check_serving()
         if slot is None:
             return await self._store.list_heads(prefix, after, limit, include_deleted=True)
         return await self._store.slot_heads(slot, prefix, after, limit)
@@ -98,6 +116,22 @@ class LocalReplica:
 
     async def slotlet_heads(self, slot: int, slotlets: Sequence[int]) -> dict[str, HeadKey]:
         return await self._store.heads_in_slotlets(slot, slotlets)
+
+    async def heads_held(self, slot: int, keys: Mapping[str, HeadKey]) -> set[str]:
+        return await self._store.heads_held(slot, keys)
+
+    async def purge_tombstones(self, slot: int, keys: Mapping[str, HeadKey]) -> set[str]:
+        return await self._store.forget_heads(slot, keys, tombstones_only=True)
+
+    async def old_tombstones(self, slot: int, before: float, limit: int) -> dict[str, HeadKey]:
+        """Tombstones of `slot` installed here before `before` (wall seconds)."""
+        return await self._store.old_tombstones(slot, before, limit)
+
+    async def forget_stale(self, slot: int, keys: Mapping[str, HeadKey],
+                           installed_before: float) -> set[str]:
+        """Forget heads no other replica holds after a long absence (RFC 0015 §4)."""
+        return await self._store.forget_heads(slot, keys, tombstones_only=False,
+                                              installed_before=installed_before)
 
     async def slots_with_data(self) -> set[int]:
         """The slots this node has rows of (what the mover sweeps)."""

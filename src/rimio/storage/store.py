@@ -30,6 +30,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Mapping,
     Sequence,
 )
 from dataclasses import dataclass, replace
@@ -63,6 +64,7 @@ from rimio.storage.cache import (
     ReadCacheStats,
 )
 from rimio.storage.compression import DEFAULT_LEVEL, NONE, CompressionPolicy, PartReader, read_part
+from rimio.storage.contact import read_contact, write_contact
 from rimio.storage.disk import check_disk_usable
 from rimio.storage.meta import GROUPS, META_DIR, GroupMeta, PendingWrite, SlotMeta, group_file
 from rimio.storage.migrate import has_legacy, migrate_slot
@@ -906,6 +908,42 @@ class LocalStore:
                                 ) -> dict[str, HeadKey]:
         """The head order key of each current head of `slot` in `slotlets`."""
         return await self._with_slot(slot, SlotMeta.heads_in, frozenset(slotlets))
+
+    # -- tombstones (RFC 0015) ---------------------------------------------------
+
+    async def last_contact(self) -> float | None:
+        """When this node was last in touch with its peers (RFC 0015 §4)."""
+        return await self._thread(read_contact, self._disks[0])
+
+    async def record_contact(self, when: float) -> None:
+        await self._thread(write_contact, self._disks[0], when)
+
+    async def old_tombstones(self, slot: int, before: float, limit: int) -> dict[str, HeadKey]:
+        """Current tombstones of `slot` installed here before `before` (wall seconds)."""
+        return await self._with_slot(slot, lambda m: m.old_tombstones(before, limit))
+
+    async def heads_held(self, slot: int, keys: Mapping[str, HeadKey]) -> set[str]:
+        """The paths of `keys` whose current head here is exactly that head."""
+        return await self._with_slot(slot, lambda m: m.held(keys))
+
+    async def forget_heads(self, slot: int, keys: Mapping[str, HeadKey], *,
+                           tombstones_only: bool,
+                           installed_before: float | None = None) -> set[str]:
+        """Forget the current heads of `keys` that are exactly those heads (see
+        `SlotMeta.forget_current`), and unlink their part files; the paths
+        forgotten."""
+        slot_dir = self.slot_dir(slot)
+
+        def run(meta: SlotMeta) -> tuple[set[str], list[str]]:
+            return meta.forget_current(keys, tombstones_only=tombstones_only,
+                                       installed_before=installed_before)
+
+        forgotten, files = await self._with_slot(slot, run)
+        for path in forgotten:
+            self.read_cache.invalidate(slot, path, keys[path].sha256)
+        if files:
+            await self._thread(remove_files, slot_dir, files)
+        return forgotten
 
     async def slots_with_data(self) -> set[int]:
         """The slots that have rows on this node (heads, parts, markers): one
