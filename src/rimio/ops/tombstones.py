@@ -61,7 +61,8 @@ class TombstonePurger:
         return asdict(self.stats)
 
     async def purge_pass(self) -> int:
-        """One pass over this node's settled slots; the tombstones purged here."""
+        """One pass over this node's settled slots; the tombstones it purged
+        (from every replica of their slots)."""
         before = self._wall_clock() - self.retention
         layout = self._layout.current
         purged = 0
@@ -95,7 +96,8 @@ class TombstonePurger:
             if keys:
                 for node in others:
                     await self._ctx.replica_for(node).purge_tombstones(slot, keys)
-                purged += len(await self._local.purge_tombstones(slot, keys))
+                await self._local.purge_tombstones(slot, keys)
+                purged += len(keys)
             if len(old) < BATCH or len(keys) < len(old):
                 # a short batch was the last; one that not all hold would come back
                 return purged
