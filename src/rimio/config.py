@@ -494,7 +494,7 @@ def parse_config(raw: Any, base_dir: Path) -> ClusterConfig:
         replication=_replication(initial.get("replication", {}), len(nodes)),
         storage=StorageConfig(**document.get("storage", {})),
         server=ServerConfig(**document.get("server", {})),
-        repair=RepairConfig(**document.get("repair", {})),
+        repair=_repair(document.get("repair", {})),
         key_file=key_file,
         insecure=cluster.get("insecure", False),
         membership=_membership(document.get("membership")),
@@ -529,6 +529,17 @@ def _replication(checked: dict[str, Any], node_count: int) -> ReplicationConfig:
         raise ConfigError(f"initial_cluster.replication.min_write_replicas: {quorum} is "
                           f"outside 1..{effective}")
     return replication
+
+
+def _repair(checked: dict[str, Any]) -> RepairConfig:
+    repair = RepairConfig(**checked)
+    # A node out of touch for longer than the retention re-syncs (RFC 0015):
+    # a few missed rounds must never make it do so.
+    if 0 < repair.tombstone_retention_seconds < 10 * repair.interval_seconds:
+        raise ConfigError(f"repair.tombstone_retention_seconds: "
+                          f"{repair.tombstone_retention_seconds:g} must be at least 10 times "
+                          f"repair.interval_seconds ({repair.interval_seconds:g})")
+    return repair
 
 
 def _membership(checked: dict[str, Any] | None) -> tuple[tuple[str, float | int | bool], ...]:

@@ -126,6 +126,9 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
          "initial_cluster.nodes[0].node_id: use letters, digits, '.', '_' or '-' (max 63)"),
         ({"initial_cluster__replication__min_write_replicas": 3},
          "initial_cluster.replication.min_write_replicas: 3 is outside 1..2"),
+        ({"repair": {"interval_seconds": 60, "tombstone_retention_seconds": 300}},
+         "repair.tombstone_retention_seconds: 300 must be at least 10 times "
+         "repair.interval_seconds (60)"),
     ],
 )
 def test_errors_name_the_dotted_key(changes: dict[str, Any], message: str) -> None:
