@@ -108,6 +108,10 @@ class RepairConfig:
     slot_concurrency: int = 4
     # repair traffic, bytes per second on average
     bytes_per_second: int = 32 * 1024 * 1024
+    # the scrub (RFC 0017): part bytes re-hashed per second on average (0: off)
+    scrub_bytes_per_second: int = 8 * 1024 * 1024
+    # a scrub pass over every part starts at most this often
+    scrub_interval_seconds: float = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +362,10 @@ REPAIR_SECTION: Final = Section((
            "a round of anti-entropy starts at least this often (0: never)"),
     Option("slot_concurrency", Integer(1, 1024), "slots compared and repaired at once"),
     Option("bytes_per_second", Integer(1, 1 << 40), "repair traffic, on average"),
+    Option("scrub_bytes_per_second", Integer(0, 1 << 40),
+           "part bytes the scrub re-hashes per second, on average (0: no scrub)"),
+    Option("scrub_interval_seconds", Number(0, 1e9),
+           "a scrub pass over every part starts at most this often"),
 ))
 
 SERVER_SECTION: Final = Section((

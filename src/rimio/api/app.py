@@ -49,6 +49,8 @@ class NodeView:
     movement: Callable[[], dict[str, Any]] | None = None
     # Anti-entropy's counters (None: the node runs none).
     anti_entropy: Callable[[], dict[str, Any]] | None = None
+    # The scrubber's counters (None: the node runs none).
+    scrub: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,7 +84,8 @@ class NodeView:
         skipped, and lost parts sent to fetch again) when it coordinates, and
         `anti_entropy` (rounds, the time of the last full round, slots
         differing, heads pulled and pushed, bytes moved, failures, the
-        backlog)."""
+        backlog), and `scrub` (parts and bytes checked, corrupt, missing,
+        refetched, refetch_failed, last_pass, passes; RFC 0017)."""
         stats = self.objects.storage_stats()
         if self.objects.coordinator is not None:
             stats.update(self.objects.coordinator.stats())
@@ -90,6 +93,8 @@ class NodeView:
             stats["movement"] = self.movement()
         if self.anti_entropy is not None:
             stats["anti_entropy"] = self.anti_entropy()
+        if self.scrub is not None:
+            stats["scrub"] = self.scrub()
         return stats
 
     def cluster_state(self) -> dict[str, Any]:
