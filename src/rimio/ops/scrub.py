@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,16 +58,18 @@ class ScrubSettings:
 
 class Scrubber:
     """Scrubs the parts of `store` (this node's, named `ctx.node_id`);
-    `clock` paces (trio's clock), `wall_clock` stamps `last_pass`."""
+    `clock` and `sleep` pace (trio's), `wall_clock` stamps `last_pass`."""
 
     def __init__(self, ctx: Coordination, store: LocalStore,
                  settings: ScrubSettings | None = None, *,
                  clock: Callable[[], float] = trio.current_time,
+                 sleep: Callable[[float], Awaitable[None]] = trio.sleep,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self._ctx = ctx
         self._store = store
         self.settings = settings or ScrubSettings()
         self._clock = clock
+        self._sleep = sleep
         self._wall_clock = wall_clock
         self.rate: ByteRate | None = None
         if self.settings.bytes_per_second > 0:
@@ -168,4 +170,4 @@ class Scrubber:
             return
         wait = self.rate.take(self._clock(), nbytes)
         if wait > 0 and math.isfinite(wait):
-            await trio.sleep(wait)
+            await self._sleep(wait)

@@ -2,9 +2,10 @@
 
 A part whose file was quarantined (it failed its sha256 check) or is missing
 is brought back from another replica without touching anything else of its
-head: the bytes are written to a temp file under `<disk>/quarantine/restoring/`
-(not in the generation directory, where nothing would clean a temp file a
-crash left: this directory is emptied at start), hashed as they are written,
+head: the bytes are written to a temp file under `<disk>/restoring/` (not in
+the generation directory, where nothing would clean a temp file a crash
+left, nor in the quarantine, which holds evidence only: this directory is
+emptied at start), hashed as they are written,
 fsynced, and only when they hash to the part's sha256 and have its size is
 the file renamed onto the part's name (the same file system: atomic) and the
 directory fsynced. Restored files are written as they are (never
@@ -21,13 +22,12 @@ import uuid
 from pathlib import Path
 
 from rimio.storage.parts import ensure_dir, fsync_dir
-from rimio.storage.verify import QUARANTINE_DIR
 
 RESTORING_DIR = "restoring"
 
 
 def restoring_dir(disk: Path) -> Path:
-    return disk / QUARANTINE_DIR / RESTORING_DIR
+    return disk / RESTORING_DIR
 
 
 def clear_restoring(disk: Path) -> int:
