@@ -286,3 +286,54 @@ async def test_the_byte_rate_is_honoured(tmp_path: Path) -> None:
     # and the pass took no longer than the rate requires
     assert now - 100.0 == pytest.approx((total - burst) / rate)
     assert slept and all(s > 0 for s in slept)
+
+
+async def test_an_interrupted_pass_resumes_where_it_stopped(tmp_path: Path) -> None:
+    c = await _cluster(tmp_path)
+    for i in range(8):
+        path = f"p/{i}"
+        await c.coordinator("n0").put(slot_for_path(path, SLOTS), path, ONE)
+    store = c.stores["n1"]
+    everything: list[tuple[str, int]] = []
+    check = store.scrub_part
+    stop_at = 5
+
+    async def recorded(obj: StoredObject, part: PartRecord) -> PartCheck:
+        everything.append((obj.head.path, part.index))
+        if len(everything) == stop_at:
+            raise RuntimeError("the node stops here")
+        return await check(obj, part)
+
+    store.scrub_part = recorded  # type: ignore[method-assign]
+    first = Scrubber(c.coordinator("n1").ctx, store,
+                     ScrubSettings(bytes_per_second=0, batch=1))
+    with pytest.raises(RuntimeError):
+        await first.scrub_pass()
+    position = await store.scrub_position()
+    assert position is not None and first.stats()["passes"] == 0
+    done_before = everything[:4]  # the fifth check broke off: it is checked again
+    everything.clear()
+    stop_at = -1
+    second = Scrubber(c.coordinator("n1").ctx, store,
+                      ScrubSettings(bytes_per_second=0, batch=1))
+    await second.scrub_pass(position)
+    assert await store.scrub_position() is None and second.stats()["passes"] == 1
+    every_part = {("f/big", i) for i in range(4)} | {("f/one", 0), ("f/inline", 0)} | {
+        (f"p/{i}", 0) for i in range(8)}
+    assert set(done_before) | set(everything) == every_part
+    assert len(everything) < len(every_part)  # it did not start over
+    assert len(set(done_before) & set(everything)) <= 1  # at most the batch that broke off
+
+
+async def test_a_position_file_that_does_not_parse_starts_a_new_pass(tmp_path: Path) -> None:
+    c = await _cluster(tmp_path)
+    store = c.stores["n1"]
+    file = tmp_path / "n1" / "scrub-position.json"
+    for text in ("", "[1]", '{"slot": -1}', '{"slot": 99999}', '{"slot": 1, "after": 5}',
+                 "\x80"):
+        file.write_text(text)
+        assert await store.scrub_position() is None, text
+    await store.save_scrub_position((3, "a/b"))
+    assert await store.scrub_position() == (3, "a/b")
+    await store.save_scrub_position(None)
+    assert not file.exists()

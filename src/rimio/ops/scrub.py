@@ -16,8 +16,8 @@ bad, the others unreachable) the part stays quarantined and is counted in
 
 Bytes read to check and bytes fetched are paced by one token bucket
 (`core/pacing.ByteRate`) at `bytes_per_second`; a pass starts at most every
-`interval` seconds. The pass position (slot, last path) is kept in memory
-only (`position`): a restarted node starts its pass from the first slot.
+`interval` seconds. The pass position (slot, last path) is saved on the
+first disk after every batch, so a restarted node resumes its pass.
 """
 
 from __future__ import annotations
@@ -89,18 +89,27 @@ class Scrubber:
         task_status.started()
         if self.rate is None:
             return
+        resume = await self._store.scrub_position()
         while True:
             started = self._clock()
             try:
-                await self.scrub_pass()
+                await self.scrub_pass(resume)
+                resume = None
             except Exception:  # a pass must never take the node down
                 log.exception("scrub pass failed")
             await trio.sleep(next_pass_delay(started, self._clock(), self.settings.interval))
 
-    async def scrub_pass(self) -> None:
-        """Check every part of every current head on this node once."""
+    async def scrub_pass(self, resume: tuple[int, str | None] | None = None) -> None:
+        """Check every part of every current head on this node once; `resume`:
+        start after that (slot, path), where an interrupted pass stopped.
+        The position is saved after every batch (`LocalStore.save_scrub_position`)."""
         for slot in sorted(await self._store.slots_with_data()):
             after: str | None = None
+            if resume is not None:
+                if slot < resume[0]:
+                    continue
+                if slot == resume[0]:
+                    after = resume[1]
             while True:
                 self.position = (slot, after)
                 batch = await self._store.scrub_batch(slot, after, self.settings.batch)
@@ -111,9 +120,18 @@ class Scrubber:
                 if len(batch) < self.settings.batch:
                     break
                 after = batch[-1].head.path
+                await self._save((slot, after))
+            await self._save((slot + 1, None))
         self.position = None
+        await self._save(None)
         self._stats.passes += 1
         self._stats.last_pass = self._wall_clock()
+
+    async def _save(self, position: tuple[int, str | None] | None) -> None:
+        try:
+            await self._store.save_scrub_position(position)
+        except Exception as exc:  # best effort: a lost position costs a re-check
+            log.info("scrub: could not save the pass position: %s", exc)
 
     async def scrub_one(self, obj: StoredObject, part: PartRecord) -> PartCheck:
         """Check one part (after waiting for its bytes' turn), and fetch it

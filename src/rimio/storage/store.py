@@ -78,6 +78,7 @@ from rimio.storage.parts import (
     remove_files,
 )
 from rimio.storage.restore import RestoreFile, clear_restoring
+from rimio.storage.scrub_position import load_position, save_position
 from rimio.storage.slot_cache import SlotCache, SlotCacheStats
 from rimio.storage.verify import (
     VERIFY_BUFFER_BYTES,
@@ -912,6 +913,14 @@ class LocalStore:
                     for h in meta.list_current("", after, limit, True)]
 
         return await self._with_slot(slot, run)
+
+    async def scrub_position(self) -> tuple[int, str | None] | None:
+        """Where the scrub's interrupted pass was: (slot, last path done)."""
+        return await self._thread(load_position, self._disks[0], self.total_slots)
+
+    async def save_scrub_position(self, position: tuple[int, str | None] | None) -> None:
+        """Remember where the scrub's pass is (None: it ended)."""
+        await self._thread(_on_disk(save_position), self._disks[0], position)
 
     async def scrub_part(self, obj: StoredObject, part: PartRecord) -> PartCheck:
         """Read part `part` of `obj` whole and check it against its sha256
