@@ -66,10 +66,12 @@ async def _pass(root: Path, large_mib: int, small: int) -> None:
     await store.open()
     data = os.urandom(PART)
     for i in range(large_mib // 8):
-        await store.write(slot_for_path(f"big/{i}", SLOTS), f"big/{i}", _chunks(data), write_id="", clock=time.time,
-                          precondition=None, result_for=_result)
+        path = f"big/{i}"
+        await store.write(slot_for_path(path, SLOTS), path, _chunks(data), write_id="",
+                          clock=time.time, precondition=None, result_for=_result)
     for i in range(small):
-        await store.write(slot_for_path(f"small/{i}", SLOTS), f"small/{i}", os.urandom(4096), write_id="",
+        path = f"small/{i}"
+        await store.write(slot_for_path(path, SLOTS), path, os.urandom(4096), write_id="",
                           clock=time.time, precondition=None, result_for=_result)
     ctx = _ctx({"a": LocalReplica(store, "a")}, "a")
     scrubber = Scrubber(ctx, store, ScrubSettings(bytes_per_second=0))
@@ -91,8 +93,8 @@ async def _heal(root: Path) -> None:
     replicas = {n: LocalReplica(s, n) for n, s in stores.items()}
     data = os.urandom(8 * PART)
     for s in stores.values():
-        await s.write(slot_for_path("obj", SLOTS), "obj", data, write_id="", clock=lambda: 1.0, precondition=None,
-                      result_for=_result)
+        await s.write(slot_for_path("obj", SLOTS), "obj", data, write_id="", clock=lambda: 1.0,
+                      precondition=None, result_for=_result)
     obj = await stores["bad"].get_object(slot_for_path("obj", SLOTS), "obj")
     assert obj is not None
     ctx = _ctx(replicas, "bad")
