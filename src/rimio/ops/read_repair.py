@@ -8,6 +8,9 @@ from the replicas that hold it, part by part with fallback, checked against
 the head's etag before the head is applied, and applied through the same
 `put_part` + `apply_head` a write uses, so a repair is idempotent and never
 makes a replica go backwards (the replica applies a head only if it wins).
+A part a verified read found bad or missing on a holder is fetched again
+there alone (`refetch`, `ops/part_restore`, rfcs/0017), in the same
+background and within the same bounds.
 """
 
 from __future__ import annotations
