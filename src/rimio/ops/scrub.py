@@ -40,6 +40,7 @@ from rimio.storage.store import LocalStore, StoredObject
 
 DEFAULT_SCRUB_BYTES_PER_SECOND = 8 * 1024 * 1024
 DEFAULT_SCRUB_INTERVAL = 24 * 3600.0
+MIN_PASS_GAP = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,9 @@ class Scrubber:
                 resume = None
             except Exception:  # a pass must never take the node down
                 log.exception("scrub pass failed")
-            await trio.sleep(next_pass_delay(started, self._clock(), self.settings.interval))
+            # (at least a second apart: an empty node must not spin on its passes)
+            await trio.sleep(max(MIN_PASS_GAP, next_pass_delay(started, self._clock(),
+                                                               self.settings.interval)))
 
     async def scrub_pass(self, resume: tuple[int, str | None] | None = None) -> None:
         """Check every part of every current head on this node once; `resume`:
