@@ -337,3 +337,48 @@ async def test_a_position_file_that_does_not_parse_starts_a_new_pass(tmp_path: P
     assert await store.scrub_position() == (3, "a/b")
     await store.save_scrub_position(None)
     assert not file.exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+async def test_the_loop_resumes_a_saved_pass_and_waits_out_the_interval(
+        tmp_path: Path) -> None:
+    c = await _cluster(tmp_path)
+    store = c.stores["n1"]
+    big_slot = slot_for_path("f/big", SLOTS)
+    later = max(slot_for_path(p, SLOTS) for p in ("f/big", "f/one", "f/inline"))
+    await store.save_scrub_position((later, None))  # a pass that stopped before `later`
+    now = 0.0
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        waits.append(seconds)
+        now += seconds
+        if scrubber.stats()["passes"] == 2:
+            raise _Stop
+        await trio.lowlevel.checkpoint()
+
+    scrubber = Scrubber(c.coordinator("n1").ctx, store,
+                        ScrubSettings(bytes_per_second=1000.0, burst_bytes=1000.0,
+                                      interval=3600.0),
+                        clock=lambda: now, sleep=sleep, wall_clock=lambda: 1234.0)
+    with pytest.raises(_Stop):
+        await scrubber.run()
+    stats = scrubber.stats()
+    total = len(BIG) + len(ONE) + len(SMALL)
+    # the first pass resumed at `later` (fewer bytes), the second checked everything
+    first = stats["bytes_checked"] - total
+    assert first < total and (big_slot == later) == (first >= len(BIG))
+    assert stats["passes"] == 2 and stats["last_pass"] == 1234.0
+    # each pass paced to the rate (the bucket full again after the long wait),
+    # and between passes the rest of the interval: passes start an hour apart
+    gaps = [i for i, w in enumerate(waits) if w > 100]
+    assert len(gaps) == 2 and gaps[1] == len(waits) - 1
+    assert sum(waits[:gaps[0]]) == pytest.approx((first - 1000.0) / 1000.0)
+    assert sum(waits[gaps[0] + 1:gaps[1]]) == pytest.approx((total - 1000.0) / 1000.0)
+    assert sum(waits[:gaps[0] + 1]) == pytest.approx(3600.0)
+    assert now == pytest.approx(7200.0)
+    assert await store.scrub_position() is None

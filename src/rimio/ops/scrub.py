@@ -98,8 +98,9 @@ class Scrubber:
                 resume = None
             except Exception:  # a pass must never take the node down
                 log.exception("scrub pass failed")
+                resume = self.position  # the next pass goes on from there
             # (at least a second apart: an empty node must not spin on its passes)
-            await trio.sleep(max(MIN_PASS_GAP, next_pass_delay(started, self._clock(),
+            await self._sleep(max(MIN_PASS_GAP, next_pass_delay(started, self._clock(),
                                                                self.settings.interval)))
 
     async def scrub_pass(self, resume: tuple[int, str | None] | None = None) -> None:
