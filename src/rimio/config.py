@@ -111,6 +111,10 @@ class RepairConfig:
     # a tombstone every replica holds is forgotten once it is this old, and a
     # node out of touch with its peers this long re-syncs first (RFC 0015)
     tombstone_retention_seconds: float = 7 * 24 * 3600.0
+    # the scrub (RFC 0017): part bytes re-hashed per second on average (0: off)
+    scrub_bytes_per_second: int = 8 * 1024 * 1024
+    # a scrub pass over every part starts at most this often
+    scrub_interval_seconds: float = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +367,10 @@ REPAIR_SECTION: Final = Section((
     Option("bytes_per_second", Integer(1, 1 << 40), "repair traffic, on average"),
     Option("tombstone_retention_seconds", Number(1, 1e10),
            "tombstones all replicas hold are purged after this; a node away longer re-syncs"),
+    Option("scrub_bytes_per_second", Integer(0, 1 << 40),
+           "part bytes the scrub re-hashes per second, on average (0: no scrub)"),
+    Option("scrub_interval_seconds", Number(0, 1e9),
+           "a scrub pass over every part starts at most this often"),
 ))
 
 SERVER_SECTION: Final = Section((

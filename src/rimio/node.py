@@ -64,6 +64,7 @@ from rimio.ops.coordinator import Coordinator, settings_for
 from rimio.ops.movement import SlotMover
 from rimio.ops.objects import ObjectService
 from rimio.ops.replica_service import ReplicaService
+from rimio.ops.scrub import Scrubber, ScrubSettings
 from rimio.ops.tombstones import TombstonePurger
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
 from rimio.storage.disk_identity import check_disks, claim_identities
@@ -168,6 +169,7 @@ class Node:
         self.mover: SlotMover | None = None
         self.antientropy: AntiEntropy | None = None
         self.purger: TombstonePurger | None = None
+        self.scrubber: Scrubber | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._shutdown = trio.Event()
         self._background = trio.CancelScope()
@@ -252,6 +254,9 @@ class Node:
                 after_round=purger.purge_pass)
             self.purger = purger
             peers.resyncing = self.resyncing
+            scrubber = Scrubber(coordinator.ctx, self.store, ScrubSettings(
+                bytes_per_second=float(repair.scrub_bytes_per_second),
+                interval=repair.scrub_interval_seconds), wall_clock=self._wall_clock)
             # a peer that comes back may have missed writes: compare with it now
             membership.member_listeners.append(
                 lambda change: antientropy.trigger()
@@ -277,10 +282,12 @@ class Node:
                 movement=mover.progress,
                 anti_entropy=antientropy.progress,
                 tombstones=purger.progress,
+                scrub=scrubber.stats,
             )
             self.membership, self.objects, self.layout = membership, objects, layout
             self.mover = mover
             self.antientropy = antientropy
+            self.scrubber = scrubber
             limited = RequestLimits(create_app(view), max_inflight=server.max_inflight_requests,
                                     min_body_rate=server.min_body_rate_bytes_per_second,
                                     body_grace=server.body_rate_grace_seconds)
@@ -294,7 +301,7 @@ class Node:
             if listener is not None:
                 await nursery.start(self._serve, app, self._hypercorn_config(listener))
             await nursery.start(self._run_background, membership, layout, coordinator, mover,
-                                antientropy)
+                                antientropy, scrubber)
         except BaseException as exc:
             self._shutdown.set()
             self._background.cancel()
@@ -475,11 +482,11 @@ class Node:
 
     async def _run_background(self, membership: MembershipService, layout: LayoutService,
                               coordinator: Coordinator, mover: SlotMover,
-                              antientropy: AntiEntropy, *,
+                              antientropy: AntiEntropy, scrubber: Scrubber, *,
                               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                               ) -> None:
         """Membership, the layout exchange, the coordinator's background work
-        (read repair), slot movement, anti-entropy, slot-cache eviction and GC, under
+        (read repair), slot movement, anti-entropy, the scrub, slot-cache eviction and GC, under
         one cancel scope that `__aexit__` cancels."""
         with self._background:
             async with trio.open_nursery() as background:
@@ -488,6 +495,7 @@ class Node:
                 await background.start(coordinator.run)
                 await background.start(mover.run)
                 await background.start(antientropy.run)
+                await background.start(scrubber.run)
                 await background.start(self.store.run_evictor)
                 background.start_soon(self._gc_loop)
                 task_status.started()

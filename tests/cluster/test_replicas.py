@@ -167,6 +167,8 @@ async def test_requests_without_the_key_are_refused_and_change_nothing(tmp_path:
                 await remote.apply_head(head, [], data, None, LATEST)
             with pytest.raises(ReplicaUnavailable, match="401"):
                 await remote.get_head(head.slot_id, head.path)
+            with pytest.raises(ReplicaUnavailable, match="401"):
+                await remote.restore_part(head, 0, _chunks(data))
             assert not list((tmp_path / "node-2").rglob("part.*"))
             assert (await target.replica.get_head(head.slot_id, head.path)).head is None
         finally:
@@ -231,6 +233,16 @@ async def test_every_bad_input_is_a_clear_4xx(tmp_path: Path) -> None:
              {"Range": "items=0-1"}, 400),
             ("GET", f"{base}/parts/0?path={path}&generation=1&head={'a' * 64}", b"", None, 404),
             ("GET", f"{base}/heads?limit=0", b"", None, 400),
+            # the single-part restore (RFC 0017)
+            ("PUT", f"{base}/parts/0?path={path}&generation=1&head=zz", b"x", None, 400),
+            ("PUT", f"{base}/parts/0?path={path}&generation=0&head={'a' * 64}", b"x", None, 400),
+            ("PUT", f"{base}/parts/x?path={path}&generation=1&head={'a' * 64}", b"x", None, 400),
+            ("PUT", f"{base}/parts/{'9' * 12}?path={path}&generation=1&head={'a' * 64}", b"x",
+             None, 400),
+            ("PUT", f"{base}/parts/0?generation=1&head={'a' * 64}", b"x", None, 400),
+            ("PUT", f"{base}/parts/0?path={path}&generation=1&head={'a' * 64}", b"x" * (PART + 1),
+             None, 413),
+            ("PUT", f"{base}/parts/0?path={path}&generation=1&head={'a' * 64}", b"x", None, 404),
         ]
         for method, target_, body, headers, status in cases:
             r = await call(method, target_, body, headers)
@@ -288,7 +300,9 @@ async def test_seeded_random_requests_never_get_a_500(tmp_path: Path) -> None:
                 method, route = rng.choice([("GET", "head"), ("PUT", "parts"),
                                             ("DELETE", "parts"), ("POST", "heads"),
                                             ("GET", "heads"), ("GET", "parts/0"),
-                                            ("GET", f"parts/{rng.choice(values)}")])
+                                            ("GET", f"parts/{rng.choice(values)}"),
+                                            ("PUT", "parts/0"),
+                                            ("PUT", f"parts/{rng.choice(values)}")])
                 query = urlencode({k: rng.choice(values) for k in rng.sample(
                     ["path", "generation", "index", "head", "write_id", "prefix", "after",
                      "limit"], rng.randint(0, 5))})

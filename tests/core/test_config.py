@@ -7,11 +7,13 @@ import yaml
 
 from rimio.config import (
     CONFIG_FILE,
+    REPAIR_SECTION,
     REPLICATION_SECTION,
     SERVER_SECTION,
     STORAGE_SECTION,
     AccessConfig,
     AccessToken,
+    RepairConfig,
     ReplicationConfig,
     Scope,
     ServerConfig,
@@ -154,11 +156,21 @@ def test_sections_and_defaults() -> None:
 @pytest.mark.parametrize(
     ("section", "target"),
     [(STORAGE_SECTION, StorageConfig), (SERVER_SECTION, ServerConfig),
-     (REPLICATION_SECTION, ReplicationConfig)],
+     (REPLICATION_SECTION, ReplicationConfig), (REPAIR_SECTION, RepairConfig)],
 )
 def test_section_tables_match_their_dataclasses(section: Section, target: type) -> None:
     # Defaults live in the dataclasses: every option must be one of their fields.
     assert [o.name for o in section.options] == [f.name for f in dataclasses.fields(target)]
+
+
+def test_scrub_options_parse_and_default() -> None:
+    assert parse_config(BASE, Path("/")).repair == RepairConfig(
+        scrub_bytes_per_second=8 * 1024 * 1024, scrub_interval_seconds=86400.0)
+    cfg = parse_config(_with(repair={"scrub_bytes_per_second": 0,
+                                     "scrub_interval_seconds": 3600}), Path("/"))
+    assert (cfg.repair.scrub_bytes_per_second, cfg.repair.scrub_interval_seconds) == (0, 3600.0)
+    with pytest.raises(ConfigError, match=r"repair\.scrub_bytes_per_second"):
+        parse_config(_with(repair={"scrub_bytes_per_second": -1}), Path("/"))
 
 
 def test_every_option_has_help() -> None:

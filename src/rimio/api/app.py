@@ -51,6 +51,8 @@ class NodeView:
     anti_entropy: Callable[[], dict[str, Any]] | None = None
     # Tombstone purging's counters (RFC 0015).
     tombstones: Callable[[], dict[str, Any]] | None = None
+    # The scrubber's counters (None: the node runs none).
+    scrub: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -84,7 +86,8 @@ class NodeView:
         skipped, and lost parts sent to fetch again) when it coordinates, and
         `anti_entropy` (rounds, the time of the last full round, slots
         differing, heads pulled and pushed, bytes moved, failures, the
-        backlog)."""
+        backlog), and `scrub` (parts and bytes checked, corrupt, missing,
+        refetched, refetch_failed, last_pass, passes; RFC 0017)."""
         stats = self.objects.storage_stats()
         if self.objects.coordinator is not None:
             stats.update(self.objects.coordinator.stats())
@@ -94,6 +97,8 @@ class NodeView:
             stats["anti_entropy"] = self.anti_entropy()
         if self.tombstones is not None:
             stats["tombstones"] = self.tombstones()
+        if self.scrub is not None:
+            stats["scrub"] = self.scrub()
         return stats
 
     def cluster_state(self) -> dict[str, Any]:

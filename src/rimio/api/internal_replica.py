@@ -21,6 +21,9 @@ Routes under `/internal/v1/slots/{slot}` and their answers:
 * `GET parts/{index}?path=&generation=&head=<head sha256>` with
   `Range: bytes=first-last` (within the part): 206 and the bytes (200 and the
   whole part without a Range)
+* `PUT parts/{index}?path=&generation=&head=<head sha256>` (the part's bytes,
+  streamed): put back one part of a head this replica holds, checked
+  against its own part row (RFC 0017): `{"index", "sha256", "size_bytes"}`
 * `GET heads?prefix=&after=&limit=`: `{"heads": [head, ...]}`
 
 And `POST /internal/v1/digest`: a msgpack digest question, answered in
@@ -189,6 +192,27 @@ class ReplicaHandlers:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/*"
         return Response(rejoin(first, rest), status=status, headers=headers)
 
+    async def restore_part(self, slot: str, index: str) -> Response:
+        # Signed as STREAMED_BODY like an upload; the bytes need no signature:
+        # they are installed only if they hash to this replica's own part row.
+        self._auth.verified_headers()
+        self._layout()
+        number, path, generation = _slot(slot), _path(), _generation()
+        part = parse_count(index, _MAX_DIGITS, "the part index is not a number")
+        if part >= self._replicas.max_parts:
+            raise BadRequest(f"part index {part} is beyond the largest object's parts")
+        head = request.args.get("head", "")
+        if not is_sha256(head):
+            raise BadRequest("'head' must be the SHA-256 of the head, in hex")
+        limit = self._replicas.part_size
+        length = request.headers.get("Content-Length")
+        if length is not None and parse_count(length, _MAX_DIGITS,
+                                              "Content-Length is not a number") > limit:
+            raise PayloadTooLarge(f"a part is at most {limit} bytes")
+        info = await self._replicas.restore_part(number, path, generation, head, part, _body())
+        return json_response({"index": info.index, "sha256": info.sha256,
+                              "size_bytes": info.size_bytes})
+
     async def digest(self) -> Response:
         body = await self._auth.authenticated_body_of(_MAX_QUESTION_BYTES)
         answer = await self._replicas.digest(body, asker_resyncing=_asker_resyncing())
@@ -226,4 +250,6 @@ def add_replica_routes(bp: Blueprint, handlers: ReplicaHandlers) -> None:
     bp.add_url_rule(f"{slot}/heads", "replica_heads", handlers.list_heads, methods=["GET"])
     bp.add_url_rule(f"{slot}/parts/<index>", "replica_part", handlers.get_part,
                     methods=["GET"])
+    bp.add_url_rule(f"{slot}/parts/<index>", "replica_restore_part", handlers.restore_part,
+                    methods=["PUT"])
     bp.add_url_rule(DIGEST_PATH, "replica_digest", handlers.digest, methods=["POST"])

@@ -34,6 +34,7 @@ from rimio.core.replica import (
     PartInfo,
     PartMissing,
     ReplicaUnavailable,
+    RestoreUnsupported,
     StaleLayout,
 )
 from rimio.core.replica_wire import Offer, encode_offer
@@ -100,6 +101,10 @@ class HttpReplica:
                 return StaleLayout(f"{self._node_id}: {message}", int(version))
         if status == 404 and code == "part_missing":
             return PartMissing(f"{self._node_id}: {message}")
+        if status == 405:
+            # A route this replica's version does not serve that way (the
+            # single-part restore of RFC 0017 on an older node).
+            return RestoreUnsupported(f"{self._node_id} answered 405: {message}".strip())
         if code == "part_corrupt":
             # The replica found its copy damaged (and quarantined it).
             return PartCorrupt(f"{self._node_id}: {message}")
@@ -172,6 +177,22 @@ class HttpReplica:
         query = urlencode({"path": path, "generation": generation})
         resp = await self._send("DELETE", f"{SLOTS}/{slot}/parts?{query}")
         await resp.aclose()
+
+    async def restore_part(self, head: Head, index: int,
+                           chunks: AsyncIterable[bytes]) -> PartInfo:
+        query = urlencode({"path": head.path, "generation": head.generation,
+                           "head": head.sha256})
+        # A node from before RFC 0017 answers 405 (RestoreUnsupported): only GET there.
+        answer = await self._json("PUT", f"{SLOTS}/{head.slot_id}/parts/{index}?{query}",
+                                  body=_bytes(chunks))
+        try:
+            info = PartInfo(int(answer["index"]), str(answer["sha256"]),
+                            int(answer["size_bytes"]))
+        except (KeyError, TypeError, ValueError):
+            raise self._unreadable("restore answer") from None
+        if info.index != index:
+            raise self._unreadable("restore answer (another index)")
+        return info
 
     async def read_part(self, head: Head, index: int, start: int,
                         end: int) -> AsyncIterator[bytes]:

@@ -72,6 +72,13 @@ class PartMissing(RimioError):
     code = "part_missing"
 
 
+class RestoreUnsupported(ReplicaUnavailable):
+    """The replica does not know the single-part restore (a node from before
+    RFC 0017): the caller brings it the whole object instead."""
+
+    code = "restore_unsupported"
+
+
 class Replica(Protocol):
     """One replica of a slot, as a coordinator sees it."""
 
@@ -97,6 +104,15 @@ class Replica(Protocol):
 
     async def abort(self, slot: int, path: str, generation: int) -> None:
         """Remove the parts uploaded for a write of `generation` that will not commit."""
+        ...
+
+    async def restore_part(self, head: Head, index: int,
+                           chunks: AsyncIterable[bytes]) -> PartInfo:
+        """Put back part `index` of `head`, a head the replica already holds
+        whose copy of that part was lost (quarantined or missing), from the
+        bytes `chunks`. The replica checks them against the sha256 and size
+        its own rows give that part and installs them only if they match
+        (RFC 0017); PartMissing when it does not hold `head`."""
         ...
 
     def read_part(self, head: Head, index: int, start: int, end: int) -> AsyncIterator[bytes]:

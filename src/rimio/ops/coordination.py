@@ -120,12 +120,12 @@ class Coordination:
     total_slots: int = 0
     spawn: Callable[[Callable[[], Awaitable[None]]], bool] = field(
         default=lambda _task: False)
-    # Called when a holder of `head` could not serve one of its parts because
+    # Called when a holder of `head` could not serve its part `index` because
     # its copy failed the sha256 check (and was quarantined) or is missing:
-    # `(node, head, holders)`; the coordinator fetches it there again from
-    # the other holders, in the background (rfcs/0013).
-    part_lost: Callable[[str, Head, tuple[str, ...]], None] = field(
-        default=lambda _node, _head, _holders: None)
+    # `(node, head, index, holders)`; the coordinator fetches that part there
+    # again from the other holders, in the background (rfcs/0013, 0017).
+    part_lost: Callable[[str, Head, int, tuple[str, ...]], None] = field(
+        default=lambda _node, _head, _index, _holders: None)
 
     def reachable(self, nodes: Iterable[str]) -> list[str]:
         """`nodes` the failure detector does not hold dead, in the order given."""

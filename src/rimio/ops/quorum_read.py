@@ -9,8 +9,8 @@ falling back to the next holder for a part a replica lacks or cannot serve
 byte; after it, the response breaks (a short body, never wrong bytes: every
 part is checked against its sha256 before its last chunk leaves the replica,
 rfcs/0013). Replicas seen behind the winner are handed to read repair, and
-a holder whose part failed its check or is missing gets it again
-(`Coordination.part_lost`).
+a holder whose part failed its check or is missing gets that part again
+(`Coordination.part_lost`, rfcs/0017).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ async def read_coordinated(ctx: Coordination, obj: CoordinatedObject, start: int
                 if isinstance(exc, (PartCorrupt, PartMissing)):
                     # Its copy failed the check (quarantined there) or is gone:
                     # fetch it there again from the other holders.
-                    ctx.part_lost(node, head, obj.holders)
+                    ctx.part_lost(node, head, span.index, obj.holders)
                 lost.append(exc)
                 if sent_any:
                     raise  # bytes of this part went out already: the response breaks

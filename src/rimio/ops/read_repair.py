@@ -8,19 +8,24 @@ from the replicas that hold it, part by part with fallback, checked against
 the head's etag before the head is applied, and applied through the same
 `put_part` + `apply_head` a write uses, so a repair is idempotent and never
 makes a replica go backwards (the replica applies a head only if it wins).
+A part a verified read found bad or missing on a holder is fetched again
+there alone (`refetch`, `ops/part_restore`, rfcs/0017), in the same
+background and within the same bounds.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from rimio.core.head import Head
-from rimio.core.replica import PartInfo
+from rimio.core.replica import PartInfo, RestoreUnsupported
 from rimio.ops.coordination import Coordination, log
+from rimio.ops.part_restore import restore_one_part
 from rimio.ops.quorum_read import CoordinatedObject, read_coordinated
 
 
@@ -32,49 +37,61 @@ class ReadRepair:
     def __init__(self, ctx: Coordination) -> None:
         self._ctx = ctx
         self._running = trio.Semaphore(max(1, ctx.settings.repair_concurrency))
-        self._pending: set[tuple[str, str, str]] = set()  # (node, path, head sha)
+        # (node, path, head sha), and the part's index for a single-part re-fetch
+        self._pending: set[tuple[str, ...]] = set()
         self.repaired = 0
         self.failed = 0
         self.skipped = 0
-        self.refetched = 0  # lost parts (corrupt, missing) sent to fetch again
+        self.refetched = 0  # lost parts (corrupt, missing) sent to fetch again, one each
 
     def schedule(self, obj: CoordinatedObject) -> None:
         """Repair every replica `obj` found behind its winner, in the background."""
         if not obj.holders:
             return
         for node in obj.behind:
-            self._enqueue(node, obj)
+            self._enqueue((node, obj.head.path, obj.head.sha256), node, obj)
 
-    def refetch(self, node: str, head: Head, holders: tuple[str, ...]) -> None:
-        """Bring back, in the background, a part of `head` that `node` holds
-        no good copy of any more (it failed its sha256 check there and was
-        quarantined, or it is missing), from the other `holders`. The whole
-        object goes through `repair_replica`: parts still good there are
-        verified and reused (`identify_part`), the lost one is written again,
-        and the head, already current there, stays as it is."""
+    def refetch(self, node: str, head: Head, index: int, holders: tuple[str, ...]) -> None:
+        """Bring back, in the background, part `index` of `head` that `node`
+        holds no good copy of any more (it failed its sha256 check there and
+        was quarantined, or it is missing), from the other `holders`: that
+        part alone (`restore_one_part`, RFC 0017), checked by `node` against
+        its own part row. A node too old to restore one part gets the whole
+        object through `repair_replica` (parts still good there are verified
+        and reused, the head, already current there, stays as it is)."""
         others = tuple(h for h in holders if h != node)
         if others:
             self.refetched += 1
-            self._enqueue(node, CoordinatedObject(head, others, degraded=False))
+            obj = CoordinatedObject(head, others, degraded=False)
+            self._enqueue((node, head.path, head.sha256, str(index)), node, obj,
+                          partial(self._restore, node, obj, index))
 
-    def _enqueue(self, node: str, obj: CoordinatedObject) -> None:
-        key = (node, obj.head.path, obj.head.sha256)
+    async def _restore(self, node: str, obj: CoordinatedObject, index: int) -> None:
+        try:
+            await restore_one_part(self._ctx, node, obj.head, index, obj.holders)
+        except RestoreUnsupported:
+            await repair_replica(self._ctx, node, obj)
+
+    def _enqueue(self, key: tuple[str, ...], node: str, obj: CoordinatedObject,
+                 job: Callable[[], Awaitable[object]] | None = None) -> None:
         if key in self._pending:
             return
         if len(self._pending) >= self._ctx.settings.repair_backlog:
             self.skipped += 1
             return
         self._pending.add(key)
-        if not self._ctx.spawn(self._task(key, node, obj)):
+        if job is None:
+            job = partial(repair_replica, self._ctx, node, obj)
+        if not self._ctx.spawn(self._task(key, node, obj, job)):
             self._pending.discard(key)
             self.skipped += 1
 
-    def _task(self, key: tuple[str, str, str], node: str,
-              obj: CoordinatedObject) -> Callable[[], Awaitable[None]]:
+    def _task(self, key: tuple[str, ...], node: str, obj: CoordinatedObject,
+              job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             try:
                 async with self._running:
-                    await repair_replica(self._ctx, node, obj)
+                    await job()
                 self.repaired += 1
             except Exception as exc:
                 self.failed += 1

@@ -88,6 +88,15 @@ class ReplicaService:
     async def abort(self, slot: int, path: str, generation: int) -> None:
         await self._local.abort(slot, path, generation)
 
+    async def restore_part(self, slot: int, path: str, generation: int, head_sha256: str,
+                           index: int, chunks: AsyncIterable[bytes]) -> PartInfo:
+        """Put back one part of a head this replica holds (RFC 0017); the
+        bytes are checked against its own part row before they are installed."""
+        check_path(path, slot, self.total_slots)
+        record = await self._local.restore_part_of(slot, path, generation, head_sha256, index,
+                                                   chunks)
+        return record
+
     async def open_part(self, slot: int, path: str, generation: int, head_sha256: str,
                         index: int, start: int, end: int | None
                         ) -> tuple[bytes, AsyncGenerator[bytes, None]]:

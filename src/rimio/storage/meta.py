@@ -376,6 +376,18 @@ class SlotMeta:
             (data, path, self.slot_id, generation, head_sha256, index, sha256),
         )
 
+    def set_part_storage(self, path: str, generation: int, local_path: str,
+                         compression: str | None, stored_bytes: int | None) -> None:
+        """Say how the part file `local_path` of `path` at `generation` is now
+        stored, in every row that names it (a file restored in place, RFC 0017;
+        heads of one generation with the same content share a file)."""
+        self._db.execute(
+            "UPDATE file_entries SET compression = ?, stored_bytes = ? "
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND entry_kind = 'part' "
+            "AND local_path = ?",
+            (compression, stored_bytes, path, self.slot_id, generation, local_path),
+        )
+
     def write_result(self, path: str, write_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT result_json FROM write_results WHERE path = ? AND slot_id = ? AND write_id = ?",

@@ -84,6 +84,20 @@ class LocalReplica:
         check_path(path, slot, self.total_slots)
         await self._store.abort_generation(slot, path, generation)
 
+    async def restore_part(self, head: Head, index: int,
+                           chunks: AsyncIterable[bytes]) -> PartInfo:
+        return await self.restore_part_of(head.slot_id, head.path, head.generation,
+                                          head.sha256, index, chunks)
+
+    async def restore_part_of(self, slot: int, path: str, generation: int, head_sha256: str,
+                              index: int, chunks: AsyncIterable[bytes]) -> PartInfo:
+        """`restore_part` of the head named by its path, generation and hash
+        (what a remote coordinator sends)."""
+        check_path(path, slot, self.total_slots)
+        record = await self._store.restore_part(slot, path, generation, head_sha256, index,
+                                                chunks)
+        return PartInfo(record.index, record.sha256, record.size_bytes)
+
     def read_part(self, head: Head, index: int, start: int, end: int) -> AsyncIterator[bytes]:
         self._check_serving()
         return self._store.read_part(head.slot_id, head.path, head.generation, head.sha256,

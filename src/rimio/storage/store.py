@@ -55,6 +55,7 @@ from rimio.core.errors import (
 from rimio.core.head import Head
 from rimio.core.parts import spans_for_range
 from rimio.core.replica import PartInfo, PartMissing
+from rimio.core.scrub import PartCheck
 from rimio.core.writes import CommitOutcome, Precondition, WriteReport
 from rimio.storage.cache import (
     DEFAULT_READ_CACHE_BYTES,
@@ -78,6 +79,8 @@ from rimio.storage.parts import (
     prune_empty_dirs,
     remove_files,
 )
+from rimio.storage.restore import RestoreFile, clear_restoring
+from rimio.storage.scrub_position import load_position, save_position
 from rimio.storage.slot_cache import SlotCache, SlotCacheStats
 from rimio.storage.verify import (
     VERIFY_BUFFER_BYTES,
@@ -205,6 +208,7 @@ class LocalStore:
             except OSError as exc:
                 raise ConfigError(f"disk {disk} is not writable: {exc.strerror or exc}") from None
         for disk in self._disks:
+            clear_restoring(disk)  # restores a crash cut short (RFC 0017)
             for entry in os.scandir(disk / "slots"):
                 if entry.is_dir() and entry.name.isascii() and entry.name.isdigit():
                     slot = int(entry.name)
@@ -415,6 +419,12 @@ class LocalStore:
         if sha256_of(data) == part.sha256:
             self._verify.verified()
             return
+        raise self._inline_failed(slot, path, generation, head_sha256, part, data)
+
+    def _inline_failed(self, slot: int, path: str, generation: int, head_sha256: str,
+                       part: PartRecord, data: bytes) -> PartCorrupt:
+        """Quarantine an inline part that failed its check (a copy of its
+        bytes; the row marked missing); the error to raise."""
         slot_dir = self.slot_dir(slot)
         name = f"{path.replace('/', '%2F')}.g{generation}.part{part.index}.{part.sha256}"
         target: Path | None = None
@@ -430,7 +440,7 @@ class LocalStore:
         if target is not None:
             log.error("inline part %d of %s (slot %d) failed its sha256 check: copied to %s",
                       part.index, path, slot, target)
-        raise PartCorrupt(f"{path}: inline part {part.index} failed its sha256 check")
+        return PartCorrupt(f"{path}: inline part {part.index} failed its sha256 check")
 
     async def _inline_range(self, obj: StoredObject, part: PartRecord, offset: int,
                             length: int) -> bytes:
@@ -889,6 +899,153 @@ class LocalStore:
                 slot, path, self.slot_dir(slot), record, start, end - start, PartMissing,
                 f"{path}: the file of part {index}"):
             yield chunk
+
+    # -- scrub and restore (RFC 0017) ----------------------------------------------
+
+    async def scrub_batch(self, slot: int, after: str | None,
+                          limit: int) -> list[StoredObject]:
+        """Up to `limit` current heads of `slot` after the path `after`, by
+        path, with their part rows (tombstones too, without parts: the caller
+        pages on). Inline parts come without their bytes."""
+        slot_dir = self.slot_dir(slot)
+
+        def run(meta: SlotMeta) -> list[StoredObject]:
+            return [StoredObject(h, tuple(meta.parts_of(h)) if h.kind == "meta" else (),
+                                 slot_dir)
+                    for h in meta.list_current("", after, limit, True)]
+
+        return await self._with_slot(slot, run)
+
+    async def scrub_position(self) -> tuple[int, str | None] | None:
+        """Where the scrub's interrupted pass was: (slot, last path done)."""
+        return await self._thread(load_position, self._disks[0], self.total_slots)
+
+    async def save_scrub_position(self, position: tuple[int, str | None] | None) -> None:
+        """Remember where the scrub's pass is (None: it ended)."""
+        await self._thread(_on_disk(save_position), self._disks[0], position)
+
+    async def scrub_part(self, obj: StoredObject, part: PartRecord) -> PartCheck:
+        """Read part `part` of `obj` whole and check it against its sha256
+        (whatever `verify_reads` says). A part that fails is quarantined
+        (rfcs/0013) and answered CORRUPT; a file or inline bytes not there,
+        MISSING; a head no longer stored here, GONE."""
+        return await self._thread(self._scrub_part_sync, obj, part)
+
+    def _scrub_part_sync(self, obj: StoredObject, part: PartRecord) -> PartCheck:
+        head = obj.head
+        slot = head.slot_id
+
+        def still_stored() -> PartRecord | None:
+            with self._cache.acquire(slot) as meta:
+                return meta.part_of(head.path, head.generation, head.sha256, part.index)
+
+        # The row as it is now (a restore may have changed how the file is stored).
+        record = still_stored()
+        if record is None:
+            return PartCheck.GONE
+        part = record
+        if part.local_path is None:
+            if part.data is None:
+                return PartCheck.MISSING
+            if len(part.data) == part.size_bytes and sha256_of(part.data) == part.sha256:
+                return PartCheck.GOOD
+            self._inline_failed(slot, head.path, head.generation, head.sha256, part, part.data)
+            return PartCheck.CORRUPT
+        file = obj.slot_dir / part.local_path
+        try:
+            reader = PartReader(file, part.compression, 0)
+        except FileNotFoundError:
+            return PartCheck.GONE if still_stored() is None else PartCheck.MISSING
+        digest, size, readable = hashlib.sha256(), 0, True
+        try:
+            while size <= part.size_bytes:
+                data = reader.read(READ_CHUNK)
+                if not data:
+                    break
+                digest.update(data)
+                size += len(data)
+        except StorageCorrupt:  # a frame zstd refuses: as bad as a wrong hash
+            readable = False
+        finally:
+            reader.close()
+        if readable and size == part.size_bytes and digest.hexdigest() == part.sha256:
+            return PartCheck.GOOD
+        if still_stored() is None:
+            return PartCheck.GONE
+        self._corrupt_file(slot, head.path, obj.slot_dir, part)
+        return PartCheck.CORRUPT
+
+    async def restore_part(self, slot: int, path: str, generation: int, head_sha256: str,
+                           index: int, chunks: AsyncIterable[bytes]) -> PartRecord:
+        """Put back part `index` of the stored head of `path` at `generation`
+        with hash `head_sha256` from `chunks`, in place of a copy that was
+        quarantined or lost: installed only if the bytes have the size and
+        the sha256 the part's row gives (BadRequest otherwise, nothing
+        changed); a part file through a temp file, fsync and rename
+        (storage/restore.py), inline bytes into their row. PartMissing when
+        that head is not stored here. Returns the part's record as it is now."""
+        record = await self._with_slot(slot, SlotMeta.part_of, path, generation, head_sha256,
+                                       index)
+        if record is None:
+            raise PartMissing(f"{path}: part {index} of this head is not here")
+
+        def mismatch(what: str) -> BadRequest:
+            return BadRequest(f"{path}: the bytes sent for part {index} {what}; "
+                              "nothing was restored")
+
+        if record.local_path is None:
+            data = bytearray()
+            async for chunk in chunks:
+                data += chunk
+                if len(data) > record.size_bytes:
+                    raise mismatch("are more than the part holds")
+            if len(data) != record.size_bytes or sha256_of(data) != record.sha256:
+                raise mismatch("do not match its sha256")
+
+            def put_inline(meta: SlotMeta) -> None:
+                if meta.part_of(path, generation, head_sha256, index) is None:
+                    raise PartMissing(f"{path}: part {index} of this head is not here")
+                meta.set_inline(path, generation, head_sha256, index, record.sha256,
+                                bytes(data))
+
+            with self.read_cache.writing(slot, path):
+                await self._with_slot(slot, _on_disk(put_inline))
+            log.warning("inline part %d of %s (slot %d) restored", index, path, slot)
+            return record
+
+        local_path = record.local_path
+        slot_dir = self.slot_dir(slot)
+        restore = await self._thread(_on_disk(RestoreFile), slot_dir.parent.parent,
+                                     record.size_bytes)
+        try:
+            batch = bytearray()
+            async for chunk in chunks:
+                batch += chunk
+                if len(batch) >= READ_CHUNK:
+                    if not await self._thread(_on_disk(restore.write), bytes(batch)):
+                        raise mismatch("are more than the part holds")
+                    batch = bytearray()
+            if batch and not await self._thread(_on_disk(restore.write), bytes(batch)):
+                raise mismatch("are more than the part holds")
+            sha = await self._thread(_on_disk(restore.seal))
+            if restore.size != record.size_bytes or sha != record.sha256:
+                raise mismatch("do not match its sha256")
+
+            def install(meta: SlotMeta) -> None:
+                now = meta.part_of(path, generation, head_sha256, index)
+                if now is None or now.local_path != local_path:
+                    raise PartMissing(f"{path}: part {index} of this head is not here")
+                restore.install(slot_dir / local_path)
+                meta.set_part_storage(path, generation, local_path, None, None)
+
+            # The read cache keeps part rows (how a file is stored): drop them.
+            with self.read_cache.writing(slot, path):
+                await self._with_slot(slot, _on_disk(install))
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._thread(restore.discard)
+        log.warning("part %d of %s (slot %d) restored: %s", index, path, slot, local_path)
+        return replace(record, compression=None, stored_bytes=None)
 
     # -- digests (RFC 0014) --------------------------------------------------------
 
