@@ -169,7 +169,7 @@ class AntiEntropy:
             nonlocal failures
             async with limit:
                 try:
-                    await self.sync_slot(peer, slot)
+                    failures += await self.sync_slot(peer, slot)
                 except Exception as exc:
                     failures += 1
                     self._failed(f"slot {slot} with {peer}", exc)
@@ -181,32 +181,45 @@ class AntiEntropy:
                 nursery.start_soon(one, slot)
         return failures == 0
 
-    async def sync_slot(self, peer: str, slot: int) -> None:
+    async def sync_slot(self, peer: str, slot: int) -> int:
         """Find the paths of `slot` whose heads differ between here and `peer`,
-        and give each side the winner."""
+        and give each side the winner; the number of paths that could not be
+        repaired. A path that fails (its source's copy is damaged or gone, a
+        replica refused) is counted and the next one repaired: giving up the
+        slot at the first failure would, every round again, leave every path
+        repaired after it behind (found by tests/sim/test_divergence.py: a
+        path whose only copy was corrupt kept the rest of its slot
+        unreplicated)."""
         remote = self._ctx.replica_for(peer)
         my_groups = await self._local.digest_groups(slot)
         groups = differing(my_groups, await remote.digest_groups(slot))
         if not groups:
-            return
+            return 0
         mine = await self._local.digest_slotlets(slot, groups)
         theirs = await remote.digest_slotlets(slot, groups)
         slotlets = [i for g in groups for i in range(g * FANOUT, (g + 1) * FANOUT)
                     if mine.get(i, EMPTY) != theirs.get(i, EMPTY)]
         if not slotlets:
-            return
+            return 0
         plan = reconcile(await self._local.slotlet_heads(slot, slotlets),
                          await remote.slotlet_heads(slot, slotlets))
-        for path in plan.pull:
+        moves = [(path, peer, self._me) for path in plan.pull]
+        moves += [(path, self._me, peer) for path in plan.push]
+        failures = 0
+        for path, source, target in moves:
             if not self._settled(slot, self._me, peer):  # the layout changed meanwhile
-                return
-            await self._give(slot, path, source=peer, target=self._me)
-            self.stats.heads_pulled += 1
-        for path in plan.push:
-            if not self._settled(slot, self._me, peer):
-                return
-            await self._give(slot, path, source=self._me, target=peer)
-            self.stats.heads_pushed += 1
+                break
+            try:
+                await self._give(slot, path, source=source, target=target)
+            except Exception as exc:
+                failures += 1
+                self._failed(f"{path} (slot {slot}) from {source} to {target}", exc)
+                continue
+            if target == self._me:
+                self.stats.heads_pulled += 1
+            else:
+                self.stats.heads_pushed += 1
+        return failures
 
     async def _give(self, slot: int, path: str, *, source: str, target: str) -> None:
         """Bring `target` up to `source`'s current head of `path`."""

@@ -50,10 +50,11 @@ import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import trio
@@ -80,7 +81,10 @@ __all__ = [
     "Plant",
     "plan_divergence",
     "run_divergence_seed",
+    "run_in_sim",
 ]
+
+T = TypeVar("T")
 
 
 class Kind(StrEnum):
@@ -163,11 +167,7 @@ def plan_divergence(rng: random.Random, nodes: Sequence[str], paths: int, *,
     plants = []
     for i, kind in enumerate(kinds):
         path = f"div/{i:03d}"
-        tombstone = False
-        if kind is Kind.MISSING_ON_ONE:
-            chosen = rng.sample(list(nodes), 2)
-            tombstone = rng.random() < 0.25
-        elif kind is Kind.STALE_GENERATION:
+        if kind in (Kind.MISSING_ON_ONE, Kind.STALE_GENERATION):
             chosen = rng.sample(list(nodes), 2)
             tombstone = rng.random() < 0.25
         else:
@@ -513,64 +513,81 @@ async def _every_copy_whole(planter: _Planter, result: DivergenceResult) -> None
                     result.problems.append(f"{node_id} {path}: part {index} has other bytes")
 
 
-async def play_divergence(seed: int, base_dir: Path, paths: int) -> DivergenceResult:
-    rng = random.Random(seed)
-    params = DIVERGENCE_PARAMS
-    link = LinkProfile(latency=0.001, jitter=rng.choice([0.0, 0.005]))
-    async with ChaosCluster(base_dir, params, random.Random(rng.getrandbits(64)),
-                            link) as cluster:
-        while not cluster.converged():  # noqa: ASYNC110 - simulated time
-            await trio.sleep(0.5)
-        plants = plan_divergence(random.Random(rng.getrandbits(64)), cluster.founders, paths,
-                                 part_size=params.part_size,
-                                 inline_max=params.inline_max_bytes)
-        result = DivergenceResult(seed, plants)
-        planter = _Planter(seed, cluster)
-        await planter.write_through_client(plants)
-        for plant in plants:
-            await planter.plant(plant)
-        differ = {p.path for p in plants if p.kind in HEAD_KINDS}
-        if not differ or await _digests_agree(planter):
-            result.problems.append("the planted head divergences do not show in the digests")
-        await _anti_entropy(planter, result)
-        nodes = [planter.node(n) for n in cluster.founders]
-        # Byte damage is still there: anti-entropy compares heads only.
-        if sum(n.store.verify_stats.errors for n in nodes):
-            result.problems.append("a part was checked before any read")
-        await _read_everything(planter, result)
-        await trio.sleep(5.0)  # the refetches run behind the reads
-        await _every_copy_whole(planter, result)
-        for node in nodes:
-            assert node.objects is not None and node.objects.coordinator is not None
-            result.refetched += node.objects.coordinator.repair.refetched
-            quarantined = node.store.verify_stats.quarantined
-            result.quarantined += quarantined
-            if quarantined != planter.damaged[node.node_id]:
-                result.problems.append(f"{node.node_id}: {quarantined} parts quarantined, "
-                                       f"{planter.damaged[node.node_id]} were damaged")
-        lost = sum(1 for p in plants if p.kind in BYTE_KINDS)
-        if result.refetched < lost:
-            result.problems.append(f"{result.refetched} parts fetched again, {lost} were lost")
-        if not await _digests_agree(planter):
-            result.problems.append("the slot digests differ at the end")
+async def play_divergence(cluster: ChaosCluster, seed: int, paths: int) -> DivergenceResult:
+    """One seed's scenario on a cluster whose membership has formed."""
+    params = cluster.params
+    plants = plan_divergence(random.Random(f"divergence-plan/{seed}"), cluster.founders, paths,
+                             part_size=params.part_size, inline_max=params.inline_max_bytes)
+    result = DivergenceResult(seed, plants)
+    planter = _Planter(seed, cluster)
+    await planter.write_through_client(plants)
+    for plant in plants:
+        await planter.plant(plant)
+    differ = {p.path for p in plants if p.kind in HEAD_KINDS}
+    if not differ or await _digests_agree(planter):
+        result.problems.append("the planted head divergences do not show in the digests")
+    await _anti_entropy(planter, result)
+    nodes = [planter.node(n) for n in cluster.founders]
+    # Byte damage is still there: anti-entropy compares heads only.
+    if sum(n.store.verify_stats.errors for n in nodes):
+        result.problems.append("a part was checked before any read")
+    await _read_everything(planter, result)
+    await trio.sleep(5.0)  # the refetches run behind the reads
+    await _every_copy_whole(planter, result)
+    for node in nodes:
+        assert node.objects is not None and node.objects.coordinator is not None
+        result.refetched += node.objects.coordinator.repair.refetched
+        quarantined = node.store.verify_stats.quarantined
+        result.quarantined += quarantined
+        if quarantined != planter.damaged[node.node_id]:
+            result.problems.append(f"{node.node_id}: {quarantined} parts quarantined, "
+                                   f"{planter.damaged[node.node_id]} were damaged")
+    lost = sum(1 for p in plants if p.kind in BYTE_KINDS)
+    if result.refetched < lost:
+        result.problems.append(f"{result.refetched} parts fetched again, {lost} were lost")
+    if not await _digests_agree(planter):
+        result.problems.append("the slot digests differ at the end")
     return result
 
 
-def run_divergence_seed(seed: int, paths: int = 32,
-                        base_dir: Path | None = None) -> DivergenceResult:
-    """Play one seed in its own trio run under a MockClock, deterministic as
-    `rimio.testing.chaos.run_seed` is."""
+def run_in_sim(seed: int, scenario: Callable[[ChaosCluster], Awaitable[T]],
+               params: ChaosParams = DIVERGENCE_PARAMS, base_dir: Path | None = None) -> T:
+    """`scenario(cluster)` on a simulated cluster of `params` (default: three
+    nodes, R = 3, small parts, no background anti-entropy) whose membership
+    has formed, in its own trio run under a MockClock, deterministic as
+    `rimio.testing.chaos.run_seed` is (same seed, same run)."""
     own = base_dir is None
     root = (Path(tempfile.mkdtemp(prefix=f"divergence-{seed}-", dir=_scratch()))
             if own else base_dir)
     assert root is not None
+
+    async def main() -> T:
+        rng = random.Random(seed)
+        link = LinkProfile(latency=0.001, jitter=rng.choice([0.0, 0.005]))
+        async with ChaosCluster(root, params, random.Random(rng.getrandbits(64)),
+                                link) as cluster:
+            while not cluster.converged():  # noqa: ASYNC110 - simulated time
+                await trio.sleep(0.5)
+            return await scenario(cluster)
+
     gc.collect()
     gc.disable()
     try:
         seed_trio_scheduler(seed)
-        clock = trio.testing.MockClock(autojump_threshold=0)
-        return trio.run(play_divergence, seed, root, paths, clock=clock)
+        try:
+            return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        except BaseExceptionGroup as group:
+            # the cluster's nursery wraps what the scenario raised: one failed
+            # assertion reads better unwrapped
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
     finally:
         gc.enable()
         if own:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def run_divergence_seed(seed: int, paths: int = 32) -> DivergenceResult:
+    """Plant `paths` divergences (every kind) on a fresh cluster, heal, check."""
+    return run_in_sim(seed, lambda cluster: play_divergence(cluster, seed, paths))

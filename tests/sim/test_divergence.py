@@ -1,0 +1,151 @@
+"""Planted divergence (issue 8 item 9, RFC 0014 §7): replicas that disagree
+in every way converge by anti-entropy alone within a bounded number of
+rounds, and a flipped bit is never served.
+
+Each seed plants 32 divergences on a simulated 3-node cluster (R = 3), every
+kind of `rimio.testing.divergence.Kind` four times (see that module for who
+heals what, and why the bound is N - 1 node-rounds). Seeds 0..3 run by
+default; `--divergence-seeds N` runs more, `--divergence-seed S` replays one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rimio.core.head import Head
+from rimio.core.parts import part_count
+from rimio.core.slots import slot_for_path
+from rimio.testing.chaos import EPOCH, ChaosCluster
+from rimio.testing.divergence import (
+    BYTE_KINDS,
+    CONVERGENCE_BOUND,
+    DIVERGENCE_PARAMS,
+    HEAD_KINDS,
+    Kind,
+    flip_bit,
+    part_file,
+    plan_divergence,
+    put_version,
+    run_divergence_seed,
+    run_in_sim,
+)
+
+pytestmark = pytest.mark.sim
+
+PARAMS = DIVERGENCE_PARAMS
+NODES = ("n1", "n2", "n3")
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    """Every quarantined part is logged at error level, by design."""
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def test_planted_divergence_converges(divergence_seed: int) -> None:
+    result = run_divergence_seed(divergence_seed)
+    assert not result.problems, result.report()
+    kinds = Counter(p.kind for p in result.plants)
+    assert set(kinds) == set(Kind) and min(kinds.values()) == 4, kinds
+    # converged by anti-entropy within the bound, before any read; a second
+    # sweep had nothing left to move
+    assert result.rounds_to_converge is not None
+    assert result.rounds_to_converge <= CONVERGENCE_BOUND, result.report()
+    assert result.moved_first >= sum(kinds[k] for k in HEAD_KINDS)
+    assert result.moved_second == 0
+    # every damaged copy was read, refused, and fetched again; every flipped
+    # bit (in a file or a row) was quarantined
+    damaged = sum(kinds[k] for k in BYTE_KINDS)
+    assert result.refetched >= damaged
+    assert result.quarantined == kinds[Kind.PART_FLIPPED] + kinds[Kind.INLINE_CORRUPTED]
+    assert result.reads.keys() <= {"200", "410"}, result.reads
+
+
+def test_the_same_seed_runs_the_same_way() -> None:
+    first, again = run_divergence_seed(5, paths=16), run_divergence_seed(5, paths=16)
+    assert first.report() == again.report()
+
+
+@given(st.integers(0, 2**32), st.integers(1, 64))
+def test_a_plan_mixes_every_kind_and_damages_real_bytes(seed: int, paths: int) -> None:
+    plants = plan_divergence(random.Random(seed), NODES, paths, part_size=PARAMS.part_size,
+                             inline_max=PARAMS.inline_max_bytes)
+    kinds = Counter(p.kind for p in plants)
+    assert len(plants) == paths and len({p.path for p in plants}) == paths
+    assert max(kinds.values()) - min(kinds.get(k, 0) for k in Kind) <= 1
+    for p in plants:
+        assert set(p.nodes) <= set(NODES)
+        assert len(p.nodes) == (2 if p.kind in (Kind.MISSING_ON_ONE, Kind.STALE_GENERATION)
+                                else 1)
+        if p.kind in BYTE_KINDS:
+            assert p.size == p.base_size > 0
+            assert 0 <= p.part < part_count(p.size, PARAMS.part_size)
+            assert p.bit < 8 * min(PARAMS.part_size, p.size - p.part * PARAMS.part_size)
+        if p.kind is Kind.INLINE_CORRUPTED:
+            assert p.size <= PARAMS.inline_max_bytes
+        if p.kind in (Kind.PART_MISSING, Kind.PART_FLIPPED):
+            assert p.size > PARAMS.inline_max_bytes  # in part files
+        if p.kind in (Kind.MISSING_ON_TWO, Kind.TOMBSTONE_SAME_GENERATION):
+            assert p.tombstone and p.size == 0
+
+
+def _same_slot(prefix: str, count: int) -> list[str]:
+    """`count` paths of one slot, sorted (the order anti-entropy repairs them in)."""
+    by_slot: dict[int, list[str]] = {}
+    for i in range(10_000):
+        path = f"{prefix}/{i}"
+        group = by_slot.setdefault(slot_for_path(path, PARAMS.total_slots), [])
+        group.append(path)
+        if len(group) == count:
+            return sorted(group)
+    raise AssertionError("no slot with enough paths")
+
+
+def test_a_lost_object_does_not_stop_the_rest_of_its_slot() -> None:
+    """A path whose only copy is damaged cannot be repaired (its bytes are
+    gone), but the other paths of its slot must still converge: a failed
+    path is counted and the next one repaired, not the slot given up at
+    the first failure (which, repeated every round, would leave every path
+    sorted after it unreplicated for good)."""
+    paths = _same_slot("lost", 4)  # paths[0] sorts first: repaired first
+
+    async def scenario(cluster: ChaosCluster) -> None:
+        holder = cluster.hosts["n3"].node
+        assert holder is not None and holder.replica is not None
+        heads = {}
+        for i, path in enumerate(paths):
+            data = bytes([i + 1]) * (2 * PARAMS.part_size + 7)
+            head = Head(kind="meta", path=path, slot_id=slot_for_path(path, PARAMS.total_slots),
+                        generation=1, write_id="w", size_bytes=len(data),
+                        etag=hashlib.sha256(data).hexdigest(),
+                        part_size=PARAMS.part_size, part_count=3, timestamp=EPOCH)
+            await put_version(holder.replica, head, data, PARAMS.inline_max_bytes)
+            heads[path] = head
+        flip_bit(await part_file(holder.store, heads[paths[0]], 1), 100)
+        nodes = [cluster.hosts[n].node for n in cluster.founders]
+        for node in nodes:
+            assert node is not None and node.antientropy is not None
+            assert not await node.antientropy.round()  # the lost path fails, counted
+        for node in nodes:
+            assert node is not None and node.replica is not None
+            for path in paths[1:]:
+                got = (await node.replica.get_head(heads[path].slot_id, path)).head
+                assert got == heads[path], (node.node_id, path)
+            # the lost one stays where it was: nobody has its bytes
+            lost = (await node.replica.get_head(heads[paths[0]].slot_id, paths[0])).head
+            assert (lost is not None) == (node.node_id == "n3")
+        assert holder.antientropy is not None and holder.antientropy.stats.failures >= 2
+
+    run_in_sim(21, scenario)
