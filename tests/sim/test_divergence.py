@@ -2,7 +2,7 @@
 in every way converge by anti-entropy alone within a bounded number of
 rounds, and a flipped bit is never served.
 
-Each seed plants 32 divergences on a simulated 3-node cluster (R = 3), every
+Each seed plants 36 divergences on a simulated 3-node cluster (R = 3), every
 kind of `rimio.testing.divergence.Kind` four times (see that module for who
 heals what, and why the bound is N - 1 node-rounds). Seeds 0..3 run by
 default; `--divergence-seeds N` runs more, `--divergence-seed S` replays one.
@@ -27,12 +27,16 @@ from rimio.testing.chaos import EPOCH, ChaosCluster
 from rimio.testing.divergence import (
     BYTE_KINDS,
     CONVERGENCE_BOUND,
+    DAMAGED_KINDS,
     DIVERGENCE_PARAMS,
+    FLIPPED_KINDS,
     HEAD_KINDS,
+    DivergenceResult,
     Kind,
     flip_bit,
     part_file,
     plan_divergence,
+    play_divergence,
     put_version,
     run_divergence_seed,
     run_in_sim,
@@ -64,13 +68,38 @@ def test_planted_divergence_converges(divergence_seed: int) -> None:
     assert result.rounds_to_converge is not None
     assert result.rounds_to_converge <= CONVERGENCE_BOUND, result.report()
     assert result.moved_first >= sum(kinds[k] for k in HEAD_KINDS)
-    assert result.moved_second == 0
+    assert result.moved_second == result.failed_second == 0
+    # only a damaged source failed a transfer, at most twice (its holder's
+    # push and the stale replica's pull)
+    assert result.failed_first <= 2 * kinds[Kind.DAMAGED_SOURCE]
     # every damaged copy was read, refused, and fetched again; every flipped
     # bit (in a file or a row) was quarantined
-    damaged = sum(kinds[k] for k in BYTE_KINDS)
-    assert result.refetched >= damaged
-    assert result.quarantined == kinds[Kind.PART_FLIPPED] + kinds[Kind.INLINE_CORRUPTED]
+    assert result.refetched >= sum(kinds[k] for k in DAMAGED_KINDS)
+    assert result.quarantined == sum(kinds[k] for k in FLIPPED_KINDS)
     assert result.reads.keys() <= {"200", "410"}, result.reads
+
+
+def test_without_anti_entropy_the_replicas_stay_apart() -> None:
+    """The suite tests anti-entropy, not the reads that come after it: with
+    no round, the planted heads are still apart when they are compared."""
+    result = run_in_sim(3, lambda cluster: play_divergence(cluster, 3, 18, sweeps=0))
+    assert "not converged after 0 sweeps" in result.problems, result.report()
+    assert result.rounds_to_converge is None
+
+
+def test_with_the_check_off_wrong_bytes_are_caught() -> None:
+    """The never-served check has teeth: with verified reads switched off (a
+    planted bug), a damaged copy is served as a good object, and the suite
+    says so."""
+
+    async def scenario(cluster: ChaosCluster) -> DivergenceResult:
+        for host in cluster.hosts.values():
+            assert host.node is not None
+            host.node.store.verify_reads = False
+        return await play_divergence(cluster, 4, 18)
+
+    result = run_in_sim(4, scenario)
+    assert any(p.startswith("SERVED WRONG BYTES") for p in result.problems), result.report()
 
 
 def test_the_same_seed_runs_the_same_way() -> None:
@@ -87,12 +116,16 @@ def test_a_plan_mixes_every_kind_and_damages_real_bytes(seed: int, paths: int) -
     assert max(kinds.values()) - min(kinds.get(k, 0) for k in Kind) <= 1
     for p in plants:
         assert set(p.nodes) <= set(NODES)
-        assert len(p.nodes) == (2 if p.kind in (Kind.MISSING_ON_ONE, Kind.STALE_GENERATION)
-                                else 1)
+        assert len(p.nodes) == (2 if p.kind in (Kind.MISSING_ON_ONE, Kind.STALE_GENERATION,
+                                                Kind.DAMAGED_SOURCE) else 1)
         if p.kind in BYTE_KINDS:
             assert p.size == p.base_size > 0
+        if p.kind in DAMAGED_KINDS:
+            assert p.size > 0 and not p.tombstone and p.damaged in p.nodes
             assert 0 <= p.part < part_count(p.size, PARAMS.part_size)
             assert p.bit < 8 * min(PARAMS.part_size, p.size - p.part * PARAMS.part_size)
+        else:
+            assert not p.damaged
         if p.kind is Kind.INLINE_CORRUPTED:
             assert p.size <= PARAMS.inline_max_bytes
         if p.kind in (Kind.PART_MISSING, Kind.PART_FLIPPED):
