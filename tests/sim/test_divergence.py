@@ -10,7 +10,6 @@ default; `--divergence-seeds N` runs more, `--divergence-seed S` replays one.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections import Counter
@@ -20,10 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rimio.core.head import Head
 from rimio.core.parts import part_count
-from rimio.core.slots import slot_for_path
-from rimio.testing.chaos import EPOCH, ChaosCluster
+from rimio.testing.chaos import ChaosCluster
 from rimio.testing.divergence import (
     BYTE_KINDS,
     CONVERGENCE_BOUND,
@@ -33,11 +30,8 @@ from rimio.testing.divergence import (
     HEAD_KINDS,
     DivergenceResult,
     Kind,
-    flip_bit,
-    part_file,
     plan_divergence,
     play_divergence,
-    put_version,
     run_divergence_seed,
     run_in_sim,
 )
@@ -132,53 +126,3 @@ def test_a_plan_mixes_every_kind_and_damages_real_bytes(seed: int, paths: int) -
             assert p.size > PARAMS.inline_max_bytes  # in part files
         if p.kind in (Kind.MISSING_ON_TWO, Kind.TOMBSTONE_SAME_GENERATION):
             assert p.tombstone and p.size == 0
-
-
-def _same_slot(prefix: str, count: int) -> list[str]:
-    """`count` paths of one slot, sorted (the order anti-entropy repairs them in)."""
-    by_slot: dict[int, list[str]] = {}
-    for i in range(10_000):
-        path = f"{prefix}/{i}"
-        group = by_slot.setdefault(slot_for_path(path, PARAMS.total_slots), [])
-        group.append(path)
-        if len(group) == count:
-            return sorted(group)
-    raise AssertionError("no slot with enough paths")
-
-
-def test_a_lost_object_does_not_stop_the_rest_of_its_slot() -> None:
-    """A path whose only copy is damaged cannot be repaired (its bytes are
-    gone), but the other paths of its slot must still converge: a failed
-    path is counted and the next one repaired, not the slot given up at
-    the first failure (which, repeated every round, would leave every path
-    sorted after it unreplicated for good)."""
-    paths = _same_slot("lost", 4)  # paths[0] sorts first: repaired first
-
-    async def scenario(cluster: ChaosCluster) -> None:
-        holder = cluster.hosts["n3"].node
-        assert holder is not None and holder.replica is not None
-        heads = {}
-        for i, path in enumerate(paths):
-            data = bytes([i + 1]) * (2 * PARAMS.part_size + 7)
-            head = Head(kind="meta", path=path, slot_id=slot_for_path(path, PARAMS.total_slots),
-                        generation=1, write_id="w", size_bytes=len(data),
-                        etag=hashlib.sha256(data).hexdigest(),
-                        part_size=PARAMS.part_size, part_count=3, timestamp=EPOCH)
-            await put_version(holder.replica, head, data, PARAMS.inline_max_bytes)
-            heads[path] = head
-        flip_bit(await part_file(holder.store, heads[paths[0]], 1), 100)
-        nodes = [cluster.hosts[n].node for n in cluster.founders]
-        for node in nodes:
-            assert node is not None and node.antientropy is not None
-            assert not await node.antientropy.round()  # the lost path fails, counted
-        for node in nodes:
-            assert node is not None and node.replica is not None
-            for path in paths[1:]:
-                got = (await node.replica.get_head(heads[path].slot_id, path)).head
-                assert got == heads[path], (node.node_id, path)
-            # the lost one stays where it was: nobody has its bytes
-            lost = (await node.replica.get_head(heads[paths[0]].slot_id, paths[0])).head
-            assert (lost is not None) == (node.node_id == "n3")
-        assert holder.antientropy is not None and holder.antientropy.stats.failures >= 2
-
-    run_in_sim(21, scenario)

@@ -43,10 +43,11 @@ hold the better head of every path. After the first node's round it and
 its last peer hold the winner of every path (it compared with everyone);
 every later node's round compares with the first node. So one round on each
 node suffices, and one fewer already converges: `CONVERGENCE_BOUND` = N - 1
-node-rounds. A damaged source does not break the bound: of a path's two
-holders only the damaged one fails, and the argument holds for the good one
-(a failed path is skipped, not its whole slot: `AntiEntropy.sync_slot`). A
-second sweep must find nothing to move and nothing failing.
+node-rounds. A damaged source does not break the bound: the first two
+node-rounds compare every pair of the three nodes, the stale replica and the
+good holder among them, and that transfer succeeds (a failed path is skipped,
+not its whole slot: `AntiEntropy.sync_slot`). A second sweep must find
+nothing to move and nothing failing.
 """
 
 from __future__ import annotations
