@@ -31,6 +31,18 @@ def chaos(session: nox.Session) -> None:
 
 
 @nox.session
+def divergence(session: nox.Session) -> None:
+    """The planted-divergence suite (tests/sim/test_divergence.py, RFC 0014 §7)
+    with more seeds: `nox -s divergence -- --seeds 100`, `--seed S` to replay
+    one; other arguments go to pytest."""
+    session.install("-e", ".[test]")
+    renamed = {"--seeds": "--divergence-seeds", "--seed": "--divergence-seed"}
+    args = [renamed.get(a, a) for a in session.posargs]
+    session.run("pytest", "tests/sim/test_divergence.py", "-q", "-p", "no:cacheprovider",
+                "-k", "planted_divergence_converges", *args)
+
+
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """The fuzz tests with many more examples: schemathesis against a live
     node, hypothesis against the config parser. `FUZZ_EXAMPLES` (default 500

@@ -1,7 +1,8 @@
 """Anti-entropy on real nodes (RFC 0014): a replica that missed writes and
 deletes while it was down converges in one round, pulled by itself or pushed
 by a peer, with no client read involved; then it alone serves every write and
-none of the deleted paths."""
+none of the deleted paths. A path that cannot be repaired does not hold up
+the rest of its slot (on the simulated cluster of `rimio.testing.divergence`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,18 @@ import pytest
 
 from rimio.config import RepairConfig, StorageConfig
 from rimio.core.frames import Status
+from rimio.core.head import Head
+from rimio.core.slots import slot_for_path
 from rimio.node import Node
 from rimio.testing import LocalCluster
+from rimio.testing.chaos import EPOCH, ChaosCluster
+from rimio.testing.divergence import (
+    DIVERGENCE_PARAMS,
+    flip_bit,
+    part_file,
+    put_version,
+    run_in_sim,
+)
 
 SLOTS = 16
 PART = 16 * 1024
@@ -88,3 +99,57 @@ async def test_stats_show_anti_entropy(tmp_path: Path) -> None:
         stats = c.nodes["node-1"].antientropy.progress()  # type: ignore[union-attr]
         assert {"rounds", "last_full_round", "backlog", "heads_pulled", "bytes_moved",
                 "failures"} <= set(stats)
+
+
+# The simulated cluster: three nodes, R = 3, 4 KiB parts, no background rounds.
+SIM = DIVERGENCE_PARAMS
+
+
+def _same_slot(prefix: str, count: int) -> list[str]:
+    """`count` paths of one slot, sorted (the order anti-entropy repairs them in)."""
+    by_slot: dict[int, list[str]] = {}
+    for i in range(10_000):
+        path = f"{prefix}/{i}"
+        group = by_slot.setdefault(slot_for_path(path, SIM.total_slots), [])
+        group.append(path)
+        if len(group) == count:
+            return sorted(group)
+    raise AssertionError("no slot with enough paths")
+
+
+def test_a_lost_object_does_not_stop_the_rest_of_its_slot() -> None:
+    """A path whose only copy is damaged cannot be repaired (its bytes are
+    gone), but the other paths of its slot must still converge: a failed
+    path is counted and the next one repaired, not the slot given up at
+    the first failure (which, repeated every round, would leave every path
+    sorted after it unreplicated for good)."""
+    paths = _same_slot("lost", 4)  # paths[0] sorts first: repaired first
+
+    async def scenario(cluster: ChaosCluster) -> None:
+        holder = cluster.hosts["n3"].node
+        assert holder is not None and holder.replica is not None
+        heads = {}
+        for i, path in enumerate(paths):
+            data = bytes([i + 1]) * (2 * SIM.part_size + 7)
+            head = Head(kind="meta", path=path, slot_id=slot_for_path(path, SIM.total_slots),
+                        generation=1, write_id="w", size_bytes=len(data),
+                        etag=hashlib.sha256(data).hexdigest(),
+                        part_size=SIM.part_size, part_count=3, timestamp=EPOCH)
+            await put_version(holder.replica, head, data, SIM.inline_max_bytes)
+            heads[path] = head
+        flip_bit(await part_file(holder.store, heads[paths[0]], 1), 100)
+        nodes = [cluster.hosts[n].node for n in cluster.founders]
+        for node in nodes:
+            assert node is not None and node.antientropy is not None
+            assert not await node.antientropy.round()  # the lost path fails, counted
+        for node in nodes:
+            assert node is not None and node.replica is not None
+            for path in paths[1:]:
+                got = (await node.replica.get_head(heads[path].slot_id, path)).head
+                assert got == heads[path], (node.node_id, path)
+            # the lost one stays where it was: nobody has its bytes
+            lost = (await node.replica.get_head(heads[paths[0]].slot_id, paths[0])).head
+            assert (lost is not None) == (node.node_id == "n3")
+        assert holder.antientropy is not None and holder.antientropy.stats.failures >= 2
+
+    run_in_sim(21, scenario)

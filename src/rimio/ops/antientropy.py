@@ -104,6 +104,7 @@ class AntiEntropy:
         self._record_contact = record_contact
         self._after_round = after_round
         self._resync_since = 0.0
+        self._peer_compared = False  # set by sync_peer: every slot it shares compared
         self.stats.last_contact = self.absence.last_contact
 
     def resyncing(self) -> bool:
@@ -161,20 +162,23 @@ class AntiEntropy:
         mine: dict[int, dict[str, HeadKey]] = {}
         peers = self.peers()
         complete = True
+        # in touch: every reachable peer compared (a path that could not be
+        # repaired does not count against it: its source may be damaged)
         failed = False
         compared = 0
         for peer in peers:
             if not self._ctx.liveness.is_reachable(peer):
                 complete = False
                 continue
+            self._peer_compared = False
             try:
                 ok = await self.sync_peer(peer, missing, mine)
             except Exception as exc:
                 ok = False
                 self._failed(f"with {peer}", exc)
             complete &= ok
-            failed |= not ok
-            compared += ok
+            failed |= not self._peer_compared
+            compared += self._peer_compared
         self.stats.rounds += 1
         self.stats.last_round_seconds = self._clock() - started
         if complete:
@@ -227,6 +231,7 @@ class AntiEntropy:
         layout = self._layout.current
         shared = sorted(s for s in layout.held_by(self._me) if self._settled(s, self._me, peer))
         if not shared:
+            self._peer_compared = True
             return True
         remote = self._ctx.replica_for(peer)
         tops = await self._local.digest_tops()
@@ -240,19 +245,21 @@ class AntiEntropy:
         self.stats.slots_differing += len(todo)
         self.stats.backlog = len(todo)
         failures = 0
+        broken = 0  # slots whose comparison failed
         limit = trio.Semaphore(max(1, self.settings.slot_concurrency))
 
         async def one(slot: int) -> None:
-            nonlocal failures
+            nonlocal failures, broken
             async with limit:
                 try:
                     if missing is None:
-                        await self.sync_slot(peer, slot)
+                        failures += await self.sync_slot(peer, slot)
                     else:
                         keys = (mine if mine is not None else {}).setdefault(slot, {})
-                        await self.sync_slot(peer, slot, lacking[slot], keys)
+                        failures += await self.sync_slot(peer, slot, lacking[slot], keys)
                 except Exception as exc:
                     failures += 1
+                    broken += 1
                     self._failed(f"slot {slot} with {peer}", exc)
                 finally:
                     self.stats.backlog -= 1
@@ -260,44 +267,58 @@ class AntiEntropy:
         async with trio.open_nursery() as nursery:
             for slot in todo:
                 nursery.start_soon(one, slot)
+        self._peer_compared = broken == 0
         return failures == 0
 
     async def sync_slot(self, peer: str, slot: int, lacking: set[str] | None = None,
-                        mine_keys: dict[str, HeadKey] | None = None) -> None:
+                        mine_keys: dict[str, HeadKey] | None = None) -> int:
         """Find the paths of `slot` whose heads differ between here and `peer`,
-        and give each side the winner; with `lacking` (a re-sync), take the
-        peer's winners only, and add to `lacking` the paths held here that the
-        peer has no head of (their keys to `mine_keys`)."""
+        and give each side the winner; the number of paths that could not be
+        repaired. A path that fails (its source's copy is damaged or gone, a
+        replica refused) is counted and the next one repaired: giving up the
+        slot at the first failure would, every round again, leave every path
+        repaired after it behind (found by tests/sim/test_divergence.py: a
+        path whose only copy was corrupt kept the rest of its slot
+        unreplicated). With `lacking` (a re-sync), take the peer's winners
+        only, and add to `lacking` the paths held here that the peer has no
+        head of (their keys to `mine_keys`)."""
         remote = self._ctx.replica_for(peer)
         my_groups = await self._local.digest_groups(slot)
         groups = differing(my_groups, await remote.digest_groups(slot))
         if not groups:
-            return
+            return 0
         mine = await self._local.digest_slotlets(slot, groups)
         theirs = await remote.digest_slotlets(slot, groups)
         slotlets = [i for g in groups for i in range(g * FANOUT, (g + 1) * FANOUT)
                     if mine.get(i, EMPTY) != theirs.get(i, EMPTY)]
         if not slotlets:
-            return
+            return 0
         here = await self._local.slotlet_heads(slot, slotlets)
         there = await remote.slotlet_heads(slot, slotlets)
         plan = reconcile(here, there)
-        for path in plan.pull:
-            if not self._settled(slot, self._me, peer):  # the layout changed meanwhile
-                return
-            await self._give(slot, path, source=peer, target=self._me)
-            self.stats.heads_pulled += 1
+        moves = [(path, peer, self._me) for path in plan.pull]
         if lacking is not None:
             gone = {p for p in plan.push if p not in there}
             lacking |= gone
             if mine_keys is not None:
                 mine_keys.update((p, here[p]) for p in gone)
-            return
-        for path in plan.push:
-            if not self._settled(slot, self._me, peer):
-                return
-            await self._give(slot, path, source=self._me, target=peer)
-            self.stats.heads_pushed += 1
+        else:
+            moves += [(path, self._me, peer) for path in plan.push]
+        failures = 0
+        for path, source, target in moves:
+            if not self._settled(slot, self._me, peer):  # the layout changed meanwhile
+                break
+            try:
+                await self._give(slot, path, source=source, target=target)
+            except Exception as exc:
+                failures += 1
+                self._failed(f"{path} (slot {slot}) from {source} to {target}", exc)
+                continue
+            if target == self._me:
+                self.stats.heads_pulled += 1
+            else:
+                self.stats.heads_pushed += 1
+        return failures
 
     async def _give(self, slot: int, path: str, *, source: str, target: str) -> None:
         """Bring `target` up to `source`'s current head of `path`."""

@@ -67,6 +67,7 @@ from rimio.config import (
     ClusterConfig,
     NodeConfig,
     NodeSpec,
+    RepairConfig,
     ReplicationConfig,
     StorageConfig,
 )
@@ -330,6 +331,12 @@ class ChaosParams:
     max_skew: float = 3600.0
     total_slots: int = 64
     membership: tuple[tuple[str, float | int | bool], ...] = ()
+    # The storage shape (the planted-divergence suite cuts objects into
+    # several small parts) and how often anti-entropy runs in the background
+    # (0: only the rounds a test calls).
+    part_size: int = 8 * 1024 * 1024
+    inline_max_bytes: int = 64 * 1024
+    repair_interval: float = 60.0
     # A planted bug, to show the suite catches data loss: a crashed node
     # comes back on an empty disk.
     forget_disk_on_crash: bool = False
@@ -354,7 +361,10 @@ class ChaosCluster:
             name="chaos", nodes=tuple(specs[:params.nodes]),
             replication=ReplicationConfig(replicas=params.replicas,
                                           total_slots=params.total_slots),
-            storage=StorageConfig(gc_interval_seconds=3600.0, io_threads=1),
+            storage=StorageConfig(gc_interval_seconds=3600.0, io_threads=1,
+                                  part_size_bytes=params.part_size,
+                                  inline_max_bytes=params.inline_max_bytes),
+            repair=RepairConfig(interval_seconds=params.repair_interval),
             insecure=True,
             membership=params.membership,
         )
