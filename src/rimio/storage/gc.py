@@ -196,16 +196,12 @@ class Collector:
                 victims = group.superseded_before(cutoff, batch)
             else:
                 victims = group.superseded_settled(cutoff, watermark, batch)
-            done = 0
-            for head in victims:
-                if head in self._leases:
-                    continue
-                slot, name, generation, sha = head
-                group.slot(slot).doom_head(name, generation, sha)
-                self._forgotten(head)
-                done += 1
-        self._count(superseded_removed=done)
-        return done, done > 0 and len(victims) == batch
+            doomed = [head for head in victims if head not in self._leases]
+            group.doom_heads(doomed)
+        for head in doomed:
+            self._forgotten(head)
+        self._count(superseded_removed=len(doomed))
+        return len(doomed), bool(doomed) and len(victims) == batch
 
     # -- the journal ------------------------------------------------------------
 

@@ -345,8 +345,34 @@ class GroupMeta:
                 for r in rows]
 
     def clear_doomed(self, ids: Sequence[int]) -> None:
-        """Forget journal entries whose files are gone (or named again)."""
-        self._db.executemany("DELETE FROM doomed_files WHERE id = ?", [(i,) for i in ids])
+        """Forget journal entries whose files are gone (or named again): one
+        transaction. Not synced: an entry a power loss brings back only
+        unlinks a missing file again."""
+        db = self._db
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM doomed_files WHERE id = ?", [(i,) for i in ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+
+    def doom_heads(self, heads: Sequence[tuple[int, str, int, str]]) -> None:
+        """`SlotMeta.doom_head` for each (slot, path, generation, head_sha256)
+        of `heads`, in one transaction (one sync for the batch)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for slot, path, generation, sha in heads:
+                SlotMeta(db, slot).doom_in_transaction(path, generation, sha)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def expire_write_results(self, cutoff: float, limit: int) -> int:
         """Delete up to `limit` write results recorded before the wall time `cutoff`."""
@@ -885,28 +911,34 @@ class SlotMeta:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            files = db.execute(
-                "SELECT local_path, COALESCE(stored_bytes, size_bytes) FROM file_entries "
-                "WHERE path = ? AND slot_id = ? AND generation = ? AND head_sha256 = ? "
-                "AND entry_kind = 'part' AND local_path IS NOT NULL AND is_current = 0",
-                (path, self.slot_id, generation, head_sha),
-            ).fetchall()
-            db.execute(
-                "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
-                "AND head_sha256 = ? AND is_current = 0",
-                (path, self.slot_id, generation, head_sha),
-            )
-            # A file another row still names (a head of the same generation
-            # that reused it, an upload) stays.
-            doomed = [(self.slot_id, path, generation, f, int(n)) for f, n in files
-                      if not self.file_in_use(path, generation, f)]
-            db.executemany(
-                "INSERT INTO doomed_files (slot_id, path, generation, local_path, file_bytes) "
-                "VALUES (?, ?, ?, ?, ?)", doomed)
+            doomed = self.doom_in_transaction(path, generation, head_sha)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return doomed
+
+    def doom_in_transaction(self, path: str, generation: int, head_sha: str) -> int:
+        """`doom_head` inside the caller's transaction (`GroupMeta.doom_heads`)."""
+        db = self._db
+        files = db.execute(
+            "SELECT local_path, COALESCE(stored_bytes, size_bytes) FROM file_entries "
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND head_sha256 = ? "
+            "AND entry_kind = 'part' AND local_path IS NOT NULL AND is_current = 0",
+            (path, self.slot_id, generation, head_sha),
+        ).fetchall()
+        db.execute(
+            "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+            "AND head_sha256 = ? AND is_current = 0",
+            (path, self.slot_id, generation, head_sha),
+        )
+        # A file another row still names (a head of the same generation that
+        # reused it, an upload) stays.
+        doomed = [(self.slot_id, path, generation, f, int(n)) for f, n in files
+                  if not self.file_in_use(path, generation, f)]
+        db.executemany(
+            "INSERT INTO doomed_files (slot_id, path, generation, local_path, file_bytes) "
+            "VALUES (?, ?, ?, ?, ?)", doomed)
         return len(doomed)
 
     def file_in_use(self, path: str, generation: int, local_path: str) -> bool:
