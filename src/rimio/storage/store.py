@@ -887,8 +887,7 @@ class LocalStore:
         part `index` of the stored head of `path` at `generation` with hash
         `head_sha256`, decompressed. PartMissing when this node does not hold
         that head's part whole."""
-        lease = self._leases.hold((slot, path, generation, head_sha256))
-        with lease:
+        with self._leases.hold((slot, path, generation, head_sha256)):  # (RFC 0016)
             async for chunk in self._read_part(slot, path, generation, head_sha256, index,
                                                start, end):
                 yield chunk
