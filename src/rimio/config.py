@@ -93,9 +93,15 @@ class StorageConfig:
     # compressible), at this zstd level; existing parts stay readable either way
     compression: str = "none"
     compression_level: int = 3
-    # superseded generations are kept this long so in-flight reads finish
+    # superseded generations (and orphan files) are kept this long, on the
+    # wall clock and on the monotonic clock of the running process (RFC 0016)
     gc_grace_seconds: float = 600.0
     gc_interval_seconds: float = 60.0
+    # garbage collection unlinks at most this many files per second on average
+    gc_files_per_second: float = 1000.0
+    # the answer to a write id is remembered this long (a retry within it is
+    # answered, not written again)
+    write_result_ttl_seconds: float = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +364,10 @@ STORAGE_SECTION: Final = Section((
     Option("compression_level", Integer(1, 22), "zstd level of compressed parts"),
     Option("gc_grace_seconds", Number(0, 1e9), "how long superseded data stays readable"),
     Option("gc_interval_seconds", Number(0.01, 1e9), "how often garbage is collected"),
+    Option("gc_files_per_second", Number(1, 1e9),
+           "files garbage collection unlinks per second, on average"),
+    Option("write_result_ttl_seconds", Number(60, 1e10),
+           "how long the answer to a write id is remembered for retries"),
 ))
 
 REPAIR_SECTION: Final = Section((

@@ -68,6 +68,7 @@ from rimio.ops.scrub import Scrubber, ScrubSettings
 from rimio.ops.tombstones import TombstonePurger
 from rimio.storage.disk import check_disk_usable, claim_disk, lock_disk
 from rimio.storage.disk_identity import check_disks, claim_identities
+from rimio.storage.gc import GcPolicy
 from rimio.storage.replica import LocalReplica
 from rimio.storage.store import LocalStore
 
@@ -504,11 +505,15 @@ class Node:
         storage = self.config.cluster.storage
         while True:
             await trio.sleep(storage.gc_interval_seconds)
+            policy = GcPolicy(grace_seconds=storage.gc_grace_seconds,
+                              write_result_ttl_seconds=storage.write_result_ttl_seconds,
+                              files_per_second=storage.gc_files_per_second)
             try:
-                removed = await self.store.collect_garbage(
-                    self._wall_clock() - storage.gc_grace_seconds)
+                # trio's clock is monotonic (and virtual under a simulation's MockClock)
+                removed = await self.store.gc_sweep(policy, wall=self._wall_clock,
+                                                    mono=trio.current_time)
             except Exception:
                 log.exception("garbage collection failed")
                 continue
             if removed:
-                log.info("collected %d superseded generations", removed)
+                log.info("garbage collection unlinked %d files", removed)

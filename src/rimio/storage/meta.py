@@ -21,7 +21,9 @@ its size on disk (`stored_bytes`; `size_bytes` is always the logical size).
 with every query by path scoped to the slot. Schema version 4 is the first of
 group databases (versions 1 to 3 were per-slot files, migrated at start);
 version 5 adds the slotlet digests of anti-entropy (RFC 0014), computed from
-the heads when a version-4 database is opened.
+the heads when a version-4 database is opened; version 6 adds `doomed_files`,
+the journal of part files whose rows garbage collection deleted and which
+are not unlinked yet (RFC 0016), and an index on the age of write results.
 
 Methods block; the caller runs them in a worker thread and holds the group's `lock`.
 """
@@ -44,7 +46,7 @@ from rimio.core.head import Head, beats
 from rimio.core.writes import CommitOutcome, Precondition, WriteCheck
 from rimio.storage.parts import PartRecord, fsync_dir
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Slots per disk share this many databases: slot s goes to group s % GROUPS.
 # Fixed for a node's disks: changing it would move rows between files.
@@ -61,6 +63,21 @@ CREATE TABLE IF NOT EXISTS slotlets (
     digest  BLOB    NOT NULL,
     PRIMARY KEY (slot_id, slotlet)
 ) WITHOUT ROWID;
+"""
+
+# Garbage collection (RFC 0016): the part files whose rows were deleted, written
+# in the same transaction as the deletion, each removed once its file is
+# unlinked; and the index the expiry of write results scans.
+_GC_SCHEMA = """
+CREATE TABLE IF NOT EXISTS doomed_files (
+    id         INTEGER PRIMARY KEY,
+    slot_id    INTEGER NOT NULL,
+    path       TEXT    NOT NULL,
+    generation INTEGER NOT NULL,
+    local_path TEXT    NOT NULL,
+    file_bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wr_created ON write_results(created_at);
 """
 
 _SCHEMA = """
@@ -105,7 +122,7 @@ CREATE TABLE IF NOT EXISTS migrated_slots (
     slot_id     INTEGER PRIMARY KEY,
     migrated_at REAL NOT NULL
 );
-""" + _SLOTLETS_SCHEMA
+""" + _SLOTLETS_SCHEMA + _GC_SCHEMA
 
 # The columns a per-slot database (schema version 3) shares with a group's.
 LEGACY_ENTRY_COLUMNS = (
@@ -133,6 +150,18 @@ class PendingWrite:
     path: str
     generation: int
     gen_dir: str
+
+
+@dataclass(frozen=True, slots=True)
+class DoomedFile:
+    """A part file whose rows garbage collection deleted, not unlinked yet."""
+
+    id: int
+    slot: int
+    path: str
+    generation: int
+    local_path: str  # relative to the slot's directory
+    file_bytes: int
 
 
 _template_lock = threading.Lock()
@@ -205,15 +234,20 @@ class GroupMeta:
         if version > SCHEMA_VERSION:
             raise StorageCorrupt(f"metadata database schema version {version} is newer than "
                                  f"this rimio's ({SCHEMA_VERSION})")
-        if version == 4:
-            # Version 4 had no slotlet digests: add them, computed from the heads.
+        if version in (4, 5):
+            # Version 4 had no slotlet digests: add them, computed from the
+            # heads; versions 4 and 5 had no GC journal. One transaction.
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute(_SLOTLETS_SCHEMA)  # (executescript would commit first)
-                for (slot,) in db.execute(
-                        "SELECT DISTINCT slot_id FROM file_entries WHERE is_current = 1"
-                ).fetchall():
-                    SlotMeta(db, int(slot)).rebuild_digests()
+                if version == 4:
+                    db.execute(_SLOTLETS_SCHEMA)  # (executescript would commit first)
+                    for (slot,) in db.execute(
+                            "SELECT DISTINCT slot_id FROM file_entries WHERE is_current = 1"
+                    ).fetchall():
+                        SlotMeta(db, int(slot)).rebuild_digests()
+                for statement in _GC_SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
@@ -268,6 +302,83 @@ class GroupMeta:
             (cutoff, limit),
         ).fetchall()
         return [(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+
+    # -- garbage collection (RFC 0016) ------------------------------------------
+
+    def watermark(self) -> int:
+        """The largest row id of `file_entries` so far: every row inserted
+        later has a larger one (AUTOINCREMENT never reuses an id)."""
+        row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'file_entries'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def superseded_settled(self, cutoff: float, watermark: int,
+                           limit: int) -> list[tuple[int, str, int, str]]:
+        """(slot, path, generation, head_sha256) of heads superseded before
+        the wall time `cutoff` whose superseding head has a row id at most
+        `watermark` (it was inserted by then), oldest first.
+
+        A head is superseded in the transaction that inserts the next head
+        of its path, so that row's id dates the supersession on the row-id
+        clock. When the next head row is gone (collected itself), a later
+        one stands in: its id is larger, so the test only errs late. With
+        no later head row at all (the current tombstone was purged), the
+        head's own id stands in."""
+        rows = self._db.execute(
+            "SELECT x.slot_id, x.path, x.generation, x.head_sha256 FROM file_entries x "
+            "WHERE x.superseded_at IS NOT NULL AND x.superseded_at < ? AND x.is_current = 0 "
+            "AND x.entry_kind IN ('meta', 'tombstone') "
+            "AND COALESCE((SELECT MIN(n.id) FROM file_entries n WHERE n.path = x.path "
+            "  AND n.slot_id = x.slot_id AND n.id > x.id "
+            "  AND n.entry_kind IN ('meta', 'tombstone')), x.id) <= ? "
+            "ORDER BY x.superseded_at LIMIT ?",
+            (cutoff, watermark, limit),
+        ).fetchall()
+        return [(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+
+    def doomed(self, limit: int) -> list[DoomedFile]:
+        """Journaled files not unlinked yet, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, slot_id, path, generation, local_path, file_bytes FROM doomed_files "
+            "ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [DoomedFile(int(r[0]), int(r[1]), r[2], int(r[3]), r[4], int(r[5]))
+                for r in rows]
+
+    def clear_doomed(self, ids: Sequence[int]) -> None:
+        """Forget journal entries whose files are gone (or named again): one
+        transaction. Not synced: an entry a power loss brings back only
+        unlinks a missing file again."""
+        db = self._db
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM doomed_files WHERE id = ?", [(i,) for i in ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+
+    def doom_heads(self, heads: Sequence[tuple[int, str, int, str]]) -> None:
+        """`SlotMeta.doom_head` for each (slot, path, generation, head_sha256)
+        of `heads`, in one transaction (one sync for the batch)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for slot, path, generation, sha in heads:
+                SlotMeta(db, slot).doom_in_transaction(path, generation, sha)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def expire_write_results(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` write results recorded before the wall time `cutoff`."""
+        return self._db.execute(
+            "DELETE FROM write_results WHERE rowid IN (SELECT rowid FROM write_results "
+            "WHERE created_at < ? LIMIT ?)", (cutoff, limit)).rowcount
 
     def slot_tops(self) -> dict[int, bytes]:
         """The digest of every slot of the group that has heads (RFC 0014)."""
@@ -789,6 +900,8 @@ class SlotMeta:
             db.execute("DELETE FROM file_entries WHERE slot_id = ?", (self.slot_id,))
             db.execute("DELETE FROM write_results WHERE slot_id = ?", (self.slot_id,))
             db.execute("DELETE FROM slotlets WHERE slot_id = ?", (self.slot_id,))
+            # (the caller removes the slot's whole tree: journaled files too)
+            db.execute("DELETE FROM doomed_files WHERE slot_id = ?", (self.slot_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -872,37 +985,64 @@ class SlotMeta:
 
     # -- garbage --------------------------------------------------------------
 
-    def forget_head(self, path: str, generation: int, head_sha: str) -> list[str]:
-        """Delete a superseded head and its part rows; return the part files to
-        unlink (none for an inline object: its bytes go with its rows)."""
+    def doom_head(self, path: str, generation: int, head_sha: str) -> int:
+        """Delete a superseded head and its part rows and, in the same
+        transaction, journal its part files no other row names (none for an
+        inline object: its bytes go with its rows). The files are unlinked
+        after the commit (`GroupMeta.doomed`): a crash in between leaves
+        them journaled, never unnamed. Returns the files journaled."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            rows = db.execute(
-                "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
-                "AND generation = ? AND head_sha256 = ? AND entry_kind = 'part' "
-                "AND local_path IS NOT NULL",
-                (path, self.slot_id, generation, head_sha),
-            ).fetchall()
-            db.execute(
-                "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
-                "AND head_sha256 = ? AND is_current = 0",
-                (path, self.slot_id, generation, head_sha),
-            )
-            # A file still referenced by another head row (a retry that reused it) stays.
-            still = {
-                r[0]
-                for r in db.execute(
-                    "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
-                    "AND generation = ? AND entry_kind = 'part' AND local_path IS NOT NULL",
-                    (path, self.slot_id, generation),
-                ).fetchall()
-            }
+            doomed = self.doom_in_transaction(path, generation, head_sha)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return [r[0] for r in rows if r[0] not in still]
+        return doomed
+
+    def doom_in_transaction(self, path: str, generation: int, head_sha: str) -> int:
+        """`doom_head` inside the caller's transaction (`GroupMeta.doom_heads`)."""
+        db = self._db
+        files = db.execute(
+            "SELECT local_path, COALESCE(stored_bytes, size_bytes) FROM file_entries "
+            "WHERE path = ? AND slot_id = ? AND generation = ? AND head_sha256 = ? "
+            "AND entry_kind = 'part' AND local_path IS NOT NULL AND is_current = 0",
+            (path, self.slot_id, generation, head_sha),
+        ).fetchall()
+        db.execute(
+            "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+            "AND head_sha256 = ? AND is_current = 0",
+            (path, self.slot_id, generation, head_sha),
+        )
+        # A file another row still names (a head of the same generation that
+        # reused it, an upload) stays.
+        doomed = [(self.slot_id, path, generation, f, int(n)) for f, n in files
+                  if not self.file_in_use(path, generation, f)]
+        db.executemany(
+            "INSERT INTO doomed_files (slot_id, path, generation, local_path, file_bytes) "
+            "VALUES (?, ?, ?, ?, ?)", doomed)
+        return len(doomed)
+
+    def file_in_use(self, path: str, generation: int, local_path: str) -> bool:
+        """Whether a row names the part file `local_path` of `path` at
+        `generation`, or a write of that generation is in progress (its
+        pending marker: it may reuse a file already there)."""
+        return self._db.execute(
+            "SELECT 1 FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
+            "AND (entry_kind = 'pending' OR (entry_kind = 'part' AND local_path = ?)) LIMIT 1",
+            (path, self.slot_id, generation, local_path),
+        ).fetchone() is not None
+
+    def named_files(self) -> set[str]:
+        """Every name under the slot's directory a row of this slot holds:
+        part files (of heads and uploads), the generation directories of
+        writes in progress, and journaled files."""
+        rows = self._db.execute(
+            "SELECT local_path FROM file_entries WHERE slot_id = ? AND local_path IS NOT NULL "
+            "UNION SELECT local_path FROM doomed_files WHERE slot_id = ?",
+            (self.slot_id, self.slot_id)).fetchall()
+        return {r[0] for r in rows}
 
 
 def _list_current(db: sqlite3.Connection, slot: int | None, prefix: str, after: str | None,

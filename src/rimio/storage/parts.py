@@ -37,6 +37,9 @@ from rimio.storage.compression import (
 )
 
 TEMP_PREFIX = ".tmp-"
+# Times a part file's directory chain is made again when a concurrent prune
+# removed part of it before the file was created in it.
+_DIR_RACE_RETRIES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +121,10 @@ DURABLE_DIRS = DurableDirs()
 def ensure_dir(path: Path) -> list[Path]:
     """Make `path` an existing directory whose entry is durable in its parent.
 
-    Returns the directories created, outermost first (an aborted write removes
-    exactly those). A parent is fsynced when it gained an entry, and once per
-    process for a directory found existing; a known directory costs one stat
-    and no fsync, so the chain of a path written before costs nothing.
+    Returns the directories created, outermost first. A parent is fsynced
+    when it gained an entry, and once per process for a directory found
+    existing; a known directory costs one stat and no fsync, so the chain of
+    a path written before costs nothing.
     """
     if path in DURABLE_DIRS:
         if os.path.isdir(path):
@@ -152,11 +155,14 @@ def ensure_dir(path: Path) -> list[Path]:
 
 
 def remove_dirs(created: list[Path]) -> None:
-    """rmdir directories `ensure_dir` created (innermost first) if they are empty."""
+    """rmdir directories `ensure_dir` created (innermost first) if they are
+    empty; one already gone is skipped."""
     for d in reversed(created):
         DURABLE_DIRS.forget(d)
         try:
             os.rmdir(d)
+        except FileNotFoundError:
+            continue
         except OSError:
             return  # not empty: someone else uses it, and so its parents
 
@@ -237,7 +243,7 @@ class ObjectWriter:
         self._size = 0
         self._records: dict[int, PartRecord] = {}
         self._created: list[Path] = []
-        self._created_dirs: list[Path] = []
+        self._created_dirs: list[Path] = []  # by this writer, outermost first
         self._compression = compression
         self._parts: dict[int, _OpenPart] = {}  # cut, not sealed yet
         self._dir_ready = False
@@ -323,10 +329,13 @@ class ObjectWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self._created.clear()
-        dirs = self._created_dirs
-        if self._gen_dir not in dirs:
-            dirs = [*dirs, self._gen_dir]  # a retry into an existing generation directory
-        remove_dirs(dirs)  # only the empty ones: nobody else uses them
+        # The generation directory and every parent left empty, whoever made
+        # them (a write of the same path that ended meanwhile may have made
+        # them): no empty directory chain stays behind. A concurrent write
+        # that was about to use one makes it again (`_open_file`).
+        prune_empty_dirs(self._gen_dir, self._slot_dir)
+        # And the slot's own directories when this write made them.
+        remove_dirs(self._created_dirs)
         self._created_dirs = []
 
     def _write_file(self, part: _OpenPart, data: bytes | memoryview) -> None:
@@ -338,12 +347,23 @@ class ObjectWriter:
         part.stored += written
 
     def _open_file(self, part: _OpenPart) -> None:
-        with self._dir_lock:
-            if not self._dir_ready:
-                self._created_dirs = ensure_dir(self._gen_dir)
-                self._dir_ready = True
         part.temp = self._gen_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        part.fd = os.open(part.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        for attempt in range(_DIR_RACE_RETRIES):
+            try:
+                with self._dir_lock:
+                    if not self._dir_ready:
+                        self._created_dirs += ensure_dir(self._gen_dir)
+                        self._dir_ready = True
+                part.fd = os.open(part.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                return
+            except FileNotFoundError:
+                # An empty directory of the chain was pruned between its mkdir
+                # and this open (an aborted write of a sibling path, or garbage
+                # collection): make the chain again.
+                if attempt == _DIR_RACE_RETRIES - 1:
+                    raise
+                with self._dir_lock:
+                    self._dir_ready = False
 
     def seal(self, index: int) -> None:
         """Make part `index` durable under its final name: its file and hash
@@ -394,13 +414,16 @@ def remove_files(slot_dir: Path, rel_paths: list[str]) -> None:
 
 
 def prune_empty_dirs(start: Path, stop: Path) -> None:
-    """rmdir `start` and its empty parents, never going above `stop/blobs`."""
+    """rmdir `start` and its empty parents, never going above `stop/blobs`
+    (a directory already gone is passed over: its parents may be empty)."""
     limit = stop / "blobs"
     d = start
     while d != limit and limit in d.parents:
         DURABLE_DIRS.forget(d)
         try:
             os.rmdir(d)
+        except FileNotFoundError:
+            pass
         except OSError:
             return
         d = d.parent

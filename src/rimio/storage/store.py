@@ -10,7 +10,9 @@ slot's SQLite row, whether new part files are compressed, the read cache of
 current heads and small objects' bytes (invisible above this class: every
 change of a head is bracketed by `ReadCache.writing`, and a hit needs no
 worker thread), start-up recovery of
-interrupted writes, and garbage collection of superseded generations.
+interrupted writes, and garbage collection (storage/gc.py: superseded
+generations, orphan files, the unlink journal, write results; the heads
+a read is streaming hold a lease it respects).
 Nothing here knows about HTTP or about other nodes.
 """
 
@@ -67,6 +69,7 @@ from rimio.storage.cache import (
 from rimio.storage.compression import DEFAULT_LEVEL, NONE, CompressionPolicy, PartReader, read_part
 from rimio.storage.contact import read_contact, write_contact
 from rimio.storage.disk import check_disk_usable
+from rimio.storage.gc import Collector, GcPolicy, HeadId, ReadLeases
 from rimio.storage.meta import GROUPS, META_DIR, GroupMeta, PendingWrite, SlotMeta, group_file
 from rimio.storage.migrate import has_legacy, migrate_slot
 from rimio.storage.parts import (
@@ -77,7 +80,6 @@ from rimio.storage.parts import (
     chunks_of,
     ensure_dir,
     prune_empty_dirs,
-    remove_files,
 )
 from rimio.storage.restore import RestoreFile, clear_restoring
 from rimio.storage.scrub_position import load_position, save_position
@@ -168,6 +170,9 @@ class LocalStore:
         self._inline_io = inline_io
         self.on_applied: Callable[[int, str, int], None] | None = None
         """Observer of every head this store commits: `(slot, path, generation)`."""
+        self._leases = ReadLeases()
+        self._gc = Collector(self._cache, self._disks, self._leases, self._thread,
+                             self._forgotten)
 
     @property
     def slot_stats(self) -> SlotCacheStats:
@@ -231,6 +236,9 @@ class LocalStore:
                         if slot < self.total_slots and slot not in self._slot_dirs:
                             self._slot_dirs[slot] = disk / "slots" / str(slot)
                     self._recover_group(disk, group)
+                # Files a collection journaled but did not unlink (a crash).
+                replayed = self._gc.finish_journal_sync(path)
+                self._gc.counters.journal_replayed += replayed
         self._finish_drops()
 
     async def close(self) -> None:
@@ -311,17 +319,23 @@ class LocalStore:
         return obj
 
     async def read_object(self, obj: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
-        """Yield bytes `[start, end]` of a stored object in chunks of at most 1 MiB."""
+        """Yield bytes `[start, end]` of a stored object in chunks of at most 1 MiB.
+
+        The head holds a read lease while it streams: garbage collection
+        leaves its rows and files alone however long the read takes, and
+        each part file is opened once (an unlink meanwhile does not cut it)."""
         parts = {p.index: p for p in obj.parts}
-        for span in spans_for_range(start, end, obj.head.part_size):
-            part = parts[span.index]
-            if part.local_path is None:
-                yield await self._inline_range(obj, part, span.offset, span.length)
-                continue
-            async for data in self._part_file_range(
-                    obj.head.slot_id, obj.head.path, obj.slot_dir, part, span.offset,
-                    span.length, StorageCorrupt, f"part file {part.local_path}"):
-                yield data
+        head = obj.head
+        with self._leases.hold((head.slot_id, head.path, head.generation, head.sha256)):
+            for span in spans_for_range(start, end, head.part_size):
+                part = parts[span.index]
+                if part.local_path is None:
+                    yield await self._inline_range(obj, part, span.offset, span.length)
+                    continue
+                async for data in self._part_file_range(
+                        head.slot_id, head.path, obj.slot_dir, part, span.offset,
+                        span.length, StorageCorrupt, f"part file {part.local_path}"):
+                    yield data
 
     async def _part_file_range(self, slot: int, path: str, slot_dir: Path, part: PartRecord,
                                offset: int, length: int, fault: type[RimioError], name: str
@@ -722,27 +736,34 @@ class LocalStore:
     # -- garbage ----------------------------------------------------------------
 
     async def collect_garbage(self, cutoff: float, batch: int = 256) -> int:
-        """Remove superseded heads (and their parts) older than `cutoff`."""
+        """Remove superseded heads (and their parts) superseded before the
+        wall time `cutoff`, with no check on the monotonic clock (the node
+        runs `gc_sweep`). The heads removed."""
         removed = 0
         for group_path in self._cache.groups():
-
-            def sweep(group_path: Path = group_path) -> int:
-                disk = group_path.parent.parent  # a group's rows name files on its disk
-                files: dict[int, list[str]] = {}
-                with self._cache.acquire_group(group_path) as group:
-                    victims = group.superseded_before(cutoff, batch)
-                    for slot, path, gen, sha in victims:
-                        files.setdefault(slot, []).extend(
-                            group.slot(slot).forget_head(path, gen, sha))
-                        # Only current heads are cached; this is a safety net.
-                        self.read_cache.invalidate(slot, path, sha)
-                for slot, names in files.items():
-                    remove_files(disk / "slots" / str(slot), names)
-                return len(victims)
-
-            removed += await self._thread(sweep)
+            removed += await self._gc.collect_superseded(group_path, cutoff, batch, None)
+            await self._gc.finish_journal(group_path, None, trio.current_time)
         return removed
 
+    async def gc_sweep(self, policy: GcPolicy, *, wall: Callable[[], float],
+                       mono: Callable[[], float]) -> int:
+        """One garbage collection sweep (storage/gc.py, rfcs/0016): superseded
+        heads, the unlink journal, orphan files and empty directories, expired
+        write results. `wall` and `mono` are the wall and monotonic clocks.
+        The files unlinked."""
+        return await self._gc.sweep(policy, wall=wall, mono=mono)
+
+    def gc_stats(self) -> dict[str, int | float]:
+        """Counters of garbage collection since start, for a status endpoint:
+        superseded_removed, orphans_removed, files_unlinked, bytes_freed,
+        write_results_expired, journal_replayed, orphans_watched, sweeps,
+        last_sweep (wall seconds; 0 before the first sweep)."""
+        return self._gc.stats()
+
+    def _forgotten(self, head: HeadId) -> None:
+        # Only current heads are cached; this is a safety net.
+        slot, path, _, sha = head
+        self.read_cache.invalidate(slot, path, sha)
 
     # -- a replica's side of the replica protocol (RFC 0011 §5) ------------------
     #
@@ -878,6 +899,14 @@ class LocalStore:
         part `index` of the stored head of `path` at `generation` with hash
         `head_sha256`, decompressed. PartMissing when this node does not hold
         that head's part whole."""
+        with self._leases.hold((slot, path, generation, head_sha256)):  # (RFC 0016)
+            async for chunk in self._read_part(slot, path, generation, head_sha256, index,
+                                               start, end):
+                yield chunk
+
+    async def _read_part(self, slot: int, path: str, generation: int, head_sha256: str,
+                         index: int, start: int, end: int | None
+                         ) -> AsyncGenerator[bytes, None]:
         record = await self._with_slot(slot, SlotMeta.part_of, path, generation, head_sha256,
                                        index)
         if record is None:
