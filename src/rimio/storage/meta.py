@@ -938,14 +938,15 @@ class SlotMeta:
         return found
 
     def forget_current(self, keys: Mapping[str, HeadKey], *, tombstones_only: bool,
-                       installed_before: float | None = None) -> tuple[set[str], list[str]]:
+                       installed_before: float | None = None, now: float = 0.0) -> set[str]:
         """Forget the current head of each path of `keys` that is exactly that
         head (a tombstone, with `tombstones_only`; installed here before
         `installed_before`, when given), with its part rows, in one
-        transaction. The paths forgotten, and the part files to unlink."""
+        transaction: its files are journaled like a collected head's
+        (`doom_in_transaction`, rfcs/0016), and its token leaves the digests.
+        The paths forgotten."""
         db = self._db
         forgotten: set[str] = set()
-        files: list[str] = []
         db.execute("BEGIN IMMEDIATE")
         try:
             for path, key in keys.items():
@@ -960,28 +961,18 @@ class SlotMeta:
                         "AND is_current = 1", (path, self.slot_id)).fetchone()
                     if row is None or float(row[0]) >= installed_before:
                         continue
-                files.extend(r[0] for r in db.execute(
-                    "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
-                    "AND generation = ? AND head_sha256 = ? AND entry_kind = 'part' "
-                    "AND local_path IS NOT NULL",
-                    (path, self.slot_id, head.generation, head.sha256)).fetchall())
                 db.execute(
-                    "DELETE FROM file_entries WHERE path = ? AND slot_id = ? AND generation = ? "
-                    "AND head_sha256 = ? AND entry_kind IN ('meta', 'tombstone', 'part')",
-                    (path, self.slot_id, head.generation, head.sha256))
+                    "UPDATE file_entries SET is_current = 0, superseded_at = ? "
+                    "WHERE path = ? AND slot_id = ? AND is_current = 1",
+                    (now, path, self.slot_id))
+                self.doom_in_transaction(path, head.generation, head.sha256)
                 self._update_digests(path, head, None)
                 forgotten.add(path)
-                # a file another row of the generation names (a reused part) stays
-                still = {r[0] for r in db.execute(
-                    "SELECT local_path FROM file_entries WHERE path = ? AND slot_id = ? "
-                    "AND generation = ? AND entry_kind = 'part' AND local_path IS NOT NULL",
-                    (path, self.slot_id, head.generation)).fetchall()}
-                files = [f for f in files if f not in still]
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return forgotten, files
+        return forgotten
 
     # -- garbage --------------------------------------------------------------
 

@@ -1116,19 +1116,18 @@ class LocalStore:
                            tombstones_only: bool,
                            installed_before: float | None = None) -> set[str]:
         """Forget the current heads of `keys` that are exactly those heads (see
-        `SlotMeta.forget_current`), and unlink their part files; the paths
-        forgotten."""
-        slot_dir = self.slot_dir(slot)
+        `SlotMeta.forget_current`), and unlink their part files through the
+        GC journal (a crash in between leaks nothing); the paths forgotten."""
 
-        def run(meta: SlotMeta) -> tuple[set[str], list[str]]:
+        def run(meta: SlotMeta) -> set[str]:
             return meta.forget_current(keys, tombstones_only=tombstones_only,
-                                       installed_before=installed_before)
+                                       installed_before=installed_before, now=time.time())
 
-        forgotten, files = await self._with_slot(slot, run)
+        forgotten = await self._with_slot(slot, run)
         for path in forgotten:
             self.read_cache.invalidate(slot, path, keys[path].sha256)
-        if files:
-            await self._thread(remove_files, slot_dir, files)
+        if forgotten:
+            await self._gc.finish_journal(self.group_path(slot), None, trio.current_time)
         return forgotten
 
     async def slots_with_data(self) -> set[int]:
