@@ -30,6 +30,7 @@ from rimio.storage.meta import group_file
 from rimio.storage.parts import PartRecord
 from rimio.storage.replica import LocalReplica
 from rimio.storage.store import LocalStore, StoredObject
+from rimio.testing.damage import flip_bit
 
 SLOTS = 16
 PART = 4096
@@ -135,11 +136,7 @@ class Trio3:
 
 
 def _flip(file: Path, at: int) -> None:
-    with open(file, "r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0x01]))
+    flip_bit(file, at * 8)
 
 
 BIG = os.urandom(3 * PART + 77)

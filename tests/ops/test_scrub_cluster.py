@@ -25,6 +25,7 @@ from rimio.net.http import signed_headers
 from rimio.node import Node
 from rimio.storage.store import StoredObject
 from rimio.testing import LocalCluster
+from rimio.testing.damage import flip_bit
 
 SLOTS = 32
 PART = 32 * 1024
@@ -34,11 +35,7 @@ NO_SCRUB = RepairConfig(interval_seconds=0, scrub_bytes_per_second=0)
 
 
 def _flip(file: Path, at: int) -> None:
-    with open(file, "r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0x20]))
+    flip_bit(file, at * 8 + 5)
 
 
 async def _obj(node: Node, path: str) -> StoredObject:

@@ -21,6 +21,7 @@ from rimio.net.http import signed_headers
 from rimio.node import Node
 from rimio.storage.verify import QUARANTINE_DIR, VERIFY_BUFFER_BYTES
 from rimio.testing import LocalCluster
+from rimio.testing.damage import flip_bit
 
 SLOTS = 64
 PART = 64 * 1024
@@ -30,11 +31,7 @@ STORAGE = StorageConfig(part_size_bytes=PART, inline_max_bytes=4096, gc_interval
 
 
 def _flip(file: Path, at: int) -> None:
-    with open(file, "r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0x80]))
+    flip_bit(file, at * 8 + 7)
 
 
 async def _part_file(node: Node, path: str, index: int) -> Path:

@@ -7,7 +7,6 @@ bytes at it)."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from rimio.storage.meta import group_file
 from rimio.storage.restore import restoring_dir
 from rimio.storage.store import LocalStore, StoredObject
 from rimio.storage.verify import QUARANTINE_DIR
+from rimio.testing.damage import flip_bit, flip_inline_bit
 
 SLOT = 3
 PART = 4096
@@ -62,11 +62,7 @@ def _file(obj: StoredObject, index: int) -> Path:
 
 
 def _flip(file: Path, at: int) -> None:
-    with open(file, "r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0x01]))
+    flip_bit(file, at * 8)
 
 
 def _quarantined(disk: Path) -> list[Path]:
@@ -80,16 +76,7 @@ async def _read(store: LocalStore, path: str) -> bytes:
 
 
 def _corrupt_inline(disk: Path, path: str) -> None:
-    db = sqlite3.connect(group_file(disk, SLOT))
-    try:
-        row = db.execute("SELECT id, inline_data FROM file_entries WHERE path = ? AND "
-                         "entry_kind = 'part' AND local_path IS NULL", (path,)).fetchone()
-        data = bytearray(row[1])
-        data[5] ^= 0x10
-        db.execute("UPDATE file_entries SET inline_data = ? WHERE id = ?", (bytes(data), row[0]))
-        db.commit()
-    finally:
-        db.close()
+    flip_inline_bit(group_file(disk, SLOT), 5 * 8 + 4, path=path)
 
 
 async def _restore(store: LocalStore, obj: StoredObject, index: int, data: bytes) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from rimio.core.replica import PartMissing
 from rimio.storage.meta import group_file
 from rimio.storage.store import LocalStore, StoredObject
 from rimio.storage.verify import QUARANTINE_DIR, VERIFY_BUFFER_BYTES
+from rimio.testing.damage import flip_bit, flip_inline_bit
 
 SLOT = 3
 
@@ -49,11 +49,7 @@ async def _write(store: LocalStore, path: str, data: bytes, *, streamed: bool = 
 
 
 def _flip(file: Path, at: int) -> None:
-    with open(file, "r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0x01]))
+    flip_bit(file, at * 8)
 
 
 def _part_file(store: LocalStore, obj: StoredObject, index: int) -> Path:
@@ -182,16 +178,7 @@ async def test_a_corrupt_compressed_part_is_refused(tmp_path: Path) -> None:
 
 
 def _corrupt_inline(tmp_path: Path, path: str) -> None:
-    db = sqlite3.connect(group_file(tmp_path / "disk", SLOT))
-    try:
-        row = db.execute("SELECT id, inline_data FROM file_entries WHERE path = ? AND "
-                         "entry_kind = 'part' AND local_path IS NULL", (path,)).fetchone()
-        data = bytearray(row[1])
-        data[7] ^= 0x01
-        db.execute("UPDATE file_entries SET inline_data = ? WHERE id = ?", (bytes(data), row[0]))
-        db.commit()
-    finally:
-        db.close()
+    flip_inline_bit(group_file(tmp_path / "disk", SLOT), 7 * 8, path=path)
 
 
 @pytest.mark.parametrize("verify", [True, False])

@@ -56,7 +56,6 @@ import gc
 import hashlib
 import random
 import shutil
-import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -77,7 +76,9 @@ from rimio.net.sim import LinkProfile
 from rimio.node import Node
 from rimio.storage.replica import LocalReplica
 from rimio.storage.store import LocalStore
+from rimio.testing import damage
 from rimio.testing.chaos import EPOCH, ChaosCluster, ChaosParams, _scratch
+from rimio.testing.damage import flip_bit
 from rimio.testing.determinism import seed_trio_scheduler
 
 __all__ = [
@@ -311,30 +312,12 @@ async def part_file(store: LocalStore, head: Head, index: int) -> Path:
     return obj.slot_dir / local
 
 
-def flip_bit(file: Path, bit: int) -> None:
-    with open(file, "r+b") as f:
-        f.seek(bit // 8)
-        byte = f.read(1)
-        f.seek(bit // 8)
-        f.write(bytes([byte[0] ^ (1 << (bit % 8))]))
-
-
 def flip_inline_bit(store: LocalStore, head: Head, index: int, bit: int) -> None:
     """Flip one bit of the inline bytes of part `index` of `head`, in the
     slot's SQLite row, behind the store's back (as a bad sector would)."""
-    db = sqlite3.connect(store.group_path(head.slot_id), isolation_level=None)
-    try:
-        where = ("WHERE slot_id = ? AND path = ? AND generation = ? AND entry_kind = 'part' "
-                 "AND head_sha256 = ? AND part_index = ? AND local_path IS NULL")
-        key = (head.slot_id, head.path, head.generation, head.sha256, index)
-        row = db.execute(f"SELECT inline_data FROM file_entries {where}", key).fetchone()
-        if row is None or row[0] is None:
-            raise AssertionError(f"{head.path}: no inline bytes for part {index}")
-        data = bytearray(row[0])
-        data[bit // 8] ^= 1 << (bit % 8)
-        db.execute(f"UPDATE file_entries SET inline_data = ? {where}", (bytes(data), *key))
-    finally:
-        db.close()
+    damage.flip_inline_bit(store.group_path(head.slot_id), bit, path=head.path,
+                           slot=head.slot_id, generation=head.generation,
+                           head_sha256=head.sha256, index=index)
     # The read cache may hold the object's good bytes: a bad sector does not
     # reach into memory, but the point here is to read the disk.
     store.read_cache.clear()
