@@ -16,6 +16,7 @@ at construction, and the already-bound socket is handed to hypercorn.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -38,6 +39,7 @@ from rimio.api.access import with_access
 from rimio.api.app import NodeView, create_app
 from rimio.api.connections import cap_connections
 from rimio.api.limits import RequestLimits
+from rimio.api.status import StatusSections
 from rimio.cluster.layout import (
     DEFAULT_EXCHANGE_INTERVAL,
     LAYOUT_FILE,
@@ -171,6 +173,8 @@ class Node:
         self._server_scope = trio.CancelScope()
         self._limits: RequestLimits | None = None
         self._app: Any = None
+        # `GET /api/v1/status`: one provider per service this node runs (RFC 0018)
+        self.status_sections = StatusSections()
 
     @property
     def app(self) -> Any:
@@ -188,6 +192,7 @@ class Node:
         return f"http://{host}:{self.address.port}"
 
     async def __aenter__(self) -> Node:
+        started = trio.current_time()
         spec = self.config.spec
         cluster_name = self.config.cluster.name
         for disk in spec.disks:
@@ -259,7 +264,12 @@ class Node:
                 replicas=replicas,
                 movement=mover.progress,
                 anti_entropy=antientropy.progress,
+                status_sections=self.status_sections,
+                wall_clock=self._wall_clock,
+                monotonic=trio.current_time,
+                started=started,
             )
+            self._add_status_sections(coordinator, mover, antientropy)
             self.membership, self.objects, self.layout = membership, objects, layout
             self.mover = mover
             self.antientropy = antientropy
@@ -287,6 +297,15 @@ class Node:
         log.info("node %s serving on %s", self.node_id, self.url)
         self._log_exposure()
         return self
+
+    def _add_status_sections(self, coordinator: Coordinator, mover: SlotMover,
+                             antientropy: AntiEntropy) -> None:
+        """The services whose counters `GET /api/v1/status` reports, one line each."""
+        sections = self.status_sections
+        sections.add("anti_entropy", antientropy.progress)
+        sections.add("read_repair", lambda: coordinator.stats()["read_repair"])
+        sections.add("verify", lambda: dataclasses.asdict(self.store.verify_stats))
+        sections.add("movement", mover.progress)
 
     def _log_exposure(self) -> None:
         """Say once, at start, what is open to anyone who reaches the port."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from rimio.api.dispatch import NodeApp
 from rimio.api.errors import install_error_handlers
 from rimio.api.internal import internal_routes
 from rimio.api.public import public_routes
+from rimio.api.status import StatusHead, StatusSections, node_status
 from rimio.config import ClusterConfig
 from rimio.core.frames import Status
 from rimio.core.keyring import KeyRing
@@ -50,6 +52,12 @@ class NodeView:
     # Anti-entropy's counters (None: the node runs none).
     anti_entropy: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # `GET /api/v1/status`: the sections' providers, the clocks, and when the
+    # node started (on `monotonic`)
+    status_sections: StatusSections = field(default_factory=StatusSections)
+    wall_clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def cluster_name(self) -> str:
@@ -91,6 +99,17 @@ class NodeView:
         if self.anti_entropy is not None:
             stats["anti_entropy"] = self.anti_entropy()
         return stats
+
+    def status(self) -> dict[str, Any]:
+        """`GET /api/v1/status`: this node's own state and its services'
+        counters (`rimio.api.status`, RFC 0018)."""
+        layout = self.layout.current
+        head = StatusHead(node_id=self.node_id, cluster=self.cluster.name,
+                          time=self.wall_clock(),
+                          uptime_seconds=max(0.0, self.monotonic() - self.started),
+                          layout_version=layout.version,
+                          slots_held=len(layout.held_by(self.node_id)))
+        return node_status(head, self.status_sections)
 
     def cluster_state(self) -> dict[str, Any]:
         """`GET /api/v1/cluster`: the layout's version, R and W, and how many

@@ -64,6 +64,12 @@ class AntiEntropyStats:
     slots_differing: int = 0
     heads_pulled: int = 0
     heads_pushed: int = 0
+    # part files written by a repair (an inline object has none), each way
+    parts_pulled: int = 0
+    parts_pushed: int = 0
+    # object bytes repaired, each way, and in all
+    bytes_pulled: int = 0
+    bytes_pushed: int = 0
     bytes_moved: int = 0
     failures: int = 0
     # slots found differing in the current round and not repaired yet
@@ -213,8 +219,16 @@ class AntiEntropy:
         answer = await self._ctx.replica_for(source).get_head(slot, path)
         if answer.head is None:  # gone since the listing (dropped): nothing to give
             return
-        sent = await repair_replica(self._ctx, target,
-                                    CoordinatedObject(answer.head, (source,), False))
+        head = answer.head
+        sent = await repair_replica(self._ctx, target, CoordinatedObject(head, (source,), False))
+        parts = (head.part_count if not head.deleted
+                 and head.size_bytes > self._ctx.settings.inline_max_bytes else 0)
+        if target == self._me:
+            self.stats.parts_pulled += parts
+            self.stats.bytes_pulled += sent
+        else:
+            self.stats.parts_pushed += parts
+            self.stats.bytes_pushed += sent
         self.stats.bytes_moved += sent
         wait = self._rate.take(self._clock(), sent)
         if wait > 0 and math.isfinite(wait):
