@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
+import json
 import os
 import platform
 import random
@@ -164,6 +166,7 @@ class Sample:
     op: str  # GET or PUT
     seconds: float
     ok: bool
+    node: int = 0  # the node the client talks to
 
 
 @dataclass
@@ -204,7 +207,7 @@ class Load:
                     ok = r.status_code == 200 and r.content == self.preload[i]
                 except httpx.HTTPError:
                     ok = False
-                self._record(Sample(t0, "GET", time.monotonic() - t0, ok))
+                self._record(Sample(t0, "GET", time.monotonic() - t0, ok, w % len(self.urls)))
                 time.sleep(THINK_S)
                 t0 = time.monotonic()
                 try:
@@ -212,7 +215,7 @@ class Load:
                     ok = r.status_code == 201
                 except httpx.HTTPError:
                     ok = False
-                self._record(Sample(t0, "PUT", time.monotonic() - t0, ok))
+                self._record(Sample(t0, "PUT", time.monotonic() - t0, ok, w % len(self.urls)))
                 n += 1
                 time.sleep(THINK_S)
 
@@ -425,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / ".work")
     parser.add_argument("--repair-bytes-per-second", type=int, default=None,
                         help="override the repair rate (default: the node's default)")
+    parser.add_argument("--samples", type=Path, default=None,
+                        help="also write every request's timing here (JSON)")
     parser.add_argument("--repair-slot-concurrency", type=int, default=None,
                         help="override repair.slot_concurrency (default: the node's default)")
     args = parser.parse_args(argv)
@@ -434,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-healing-", dir=args.workdir))
     try:
         phases, heal, size = run(workdir, settings, repair)
+        if args.samples is not None:
+            args.samples.write_text(json.dumps(
+                {ph.name: [dataclasses.asdict(x) for x in ph.get + ph.put] for ph in phases}))
     except BaseException:
         log(f"failed; the nodes' logs are kept in {workdir}")
         raise

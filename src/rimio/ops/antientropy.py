@@ -30,6 +30,7 @@ import trio
 from rimio.core.digest import EMPTY, FANOUT, differing, reconcile
 from rimio.core.layout import Layout
 from rimio.core.pacing import ByteRate
+from rimio.core.repair_order import visit_order
 from rimio.core.replica import Replica
 from rimio.ops.coordination import Coordination, log
 from rimio.ops.quorum_read import CoordinatedObject
@@ -164,7 +165,8 @@ class AntiEntropy:
         remote = self._ctx.replica_for(peer)
         mine = await self._local.digest_tops()
         theirs = await remote.digest_tops()
-        todo = [s for s in shared if mine.get(s, EMPTY) != theirs.get(s, EMPTY)]
+        todo = visit_order(self._me, (s for s in shared
+                                      if mine.get(s, EMPTY) != theirs.get(s, EMPTY)))
         self.stats.slots_compared += len(shared)
         self.stats.slots_differing += len(todo)
         self.stats.backlog = len(todo)
