@@ -3,9 +3,9 @@
 Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md),
 `bench_cluster.py` (-> benchmarks/cluster.md), `membership/run.py`
 (-> benchmarks/membership/results.md), `bench_digest.py`
-(-> benchmarks/digest.md) and `bench_healing.py` (-> benchmarks/healing.md); benchmarks/layout.md holds the
-before/after figures of `bench_layout.py`, written by hand (a run measures
-one version of the code). A report that is missing is named as
+(-> benchmarks/digest.md) and `bench_healing.py` (-> benchmarks/healing.md);
+benchmarks/layout.md holds the before/after figures of `bench_layout.py`,
+written by hand (a run measures one version of the code). A report that is missing is named as
 missing, never replaced by older figures.
 """
 

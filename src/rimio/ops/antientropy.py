@@ -46,8 +46,9 @@ class LayoutView(Protocol):
 class AntiEntropySettings:
     # a round starts at least this often (seconds); 0 turns the loop off
     interval: float = 60.0
-    # slots compared and repaired at once, with one peer
-    slot_concurrency: int = 4
+    # slots compared and repaired at once, with one peer (1: gentle on clients,
+    # see RepairConfig)
+    slot_concurrency: int = 1
     # repair rate: bytes per second on average, and the burst allowed
     bytes_per_second: float = 32 * 1024 * 1024
     burst_bytes: float = 8 * 1024 * 1024
