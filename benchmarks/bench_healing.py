@@ -86,7 +86,7 @@ class Settings:
         if quick:
             return cls(preload=200, idle_seconds=8.0, backlog_small=600, backlog_big=6,
                        big_size=2 * MIB, heal_timeout=120.0)
-        return cls(preload=500, idle_seconds=20.0, backlog_small=4000, backlog_big=48,
+        return cls(preload=500, idle_seconds=20.0, backlog_small=2000, backlog_big=24,
                    big_size=2 * MIB, heal_timeout=600.0)
 
 
