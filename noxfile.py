@@ -75,7 +75,8 @@ def bench(session: nox.Session) -> None:
     counts syscalls per PUT with strace when it is installed (the rows say
     "strace not available" otherwise); the membership measurements run in the
     deterministic simulator; the anti-entropy benchmark compares one digest
-    exchange with shipping every head. `nox -s bench -- --quick` makes them short.
+    exchange with shipping every head; the healing benchmark measures client
+    latency while a restarted node catches up. `nox -s bench -- --quick` makes them short.
     """
     session.install("-e", ".[test]")
     quick = [a for a in session.posargs if a == "--quick"]
@@ -88,4 +89,7 @@ def bench(session: nox.Session) -> None:
     # 100,000 objects differing in 100 (quick: 20,000 in 20)
     session.run("python", "benchmarks/bench_digest.py", "--out", "benchmarks/digest.md",
                 *(["--objects", "20000", "--differ", "20"] if quick else []))
+    # client p99 while a restarted node heals a backlog, beside idle
+    session.run("python", "benchmarks/bench_healing.py", "--out", "benchmarks/healing.md",
+                *quick)
     session.run("python", "benchmarks/combine.py")

@@ -2,10 +2,10 @@
 
 Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md),
 `bench_cluster.py` (-> benchmarks/cluster.md), `membership/run.py`
-(-> benchmarks/membership/results.md) and `bench_digest.py`
-(-> benchmarks/digest.md); benchmarks/layout.md holds the
-before/after figures of `bench_layout.py`, written by hand (a run measures
-one version of the code). A report that is missing is named as
+(-> benchmarks/membership/results.md), `bench_digest.py`
+(-> benchmarks/digest.md) and `bench_healing.py` (-> benchmarks/healing.md);
+benchmarks/layout.md holds the before/after figures of `bench_layout.py`,
+written by hand (a run measures one version of the code). A report that is missing is named as
 missing, never replaced by older figures.
 """
 
@@ -19,6 +19,7 @@ PARTS = [
     ("Three-node cluster (issue 7)", HERE / "cluster.md"),
     ("Layout (issue 7)", HERE / "layout.md"),
     ("Anti-entropy (issue 8)", HERE / "digest.md"),
+    ("Client latency while healing (issue 8)", HERE / "healing.md"),
     ("Membership, simulated (issue 3)", HERE / "membership" / "results.md"),
 ]
 

@@ -110,8 +110,10 @@ class RepairConfig:
 
     # a round over every peer starts at least this often (0: never)
     interval_seconds: float = 60.0
-    # slots compared and repaired at once, with one peer
-    slot_concurrency: int = 4
+    # slots compared and repaired at once, with one peer: 1 keeps healing
+    # gentle on clients (benchmarks/healing.md: client p99 within 2x of idle at
+    # 1, about 3.7x at 4, on a loaded 2-core machine)
+    slot_concurrency: int = 1
     # repair traffic, bytes per second on average
     bytes_per_second: int = 32 * 1024 * 1024
     # a tombstone every replica holds is forgotten once it is this old, and a

@@ -16,6 +16,7 @@ at construction, and the already-bound socket is handed to hypercorn.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -38,6 +39,7 @@ from rimio.api.access import with_access
 from rimio.api.app import NodeView, create_app
 from rimio.api.connections import cap_connections
 from rimio.api.limits import RequestLimits
+from rimio.api.status import StatusSections
 from rimio.cluster.layout import (
     DEFAULT_EXCHANGE_INTERVAL,
     LAYOUT_FILE,
@@ -177,6 +179,8 @@ class Node:
         self._server_scope = trio.CancelScope()
         self._limits: RequestLimits | None = None
         self._app: Any = None
+        # `GET /api/v1/status`: one provider per service this node runs (RFC 0018)
+        self.status_sections = StatusSections()
 
     @property
     def app(self) -> Any:
@@ -194,6 +198,7 @@ class Node:
         return f"http://{host}:{self.address.port}"
 
     async def __aenter__(self) -> Node:
+        started = trio.current_time()
         spec = self.config.spec
         cluster_name = self.config.cluster.name
         for disk in spec.disks:
@@ -284,7 +289,12 @@ class Node:
                 anti_entropy=antientropy.progress,
                 tombstones=purger.progress,
                 scrub=scrubber.stats,
+                status_sections=self.status_sections,
+                wall_clock=self._wall_clock,
+                monotonic=trio.current_time,
+                started=started,
             )
+            self._add_status_sections(coordinator, mover, antientropy, scrubber, purger)
             self.membership, self.objects, self.layout = membership, objects, layout
             self.mover = mover
             self.antientropy = antientropy
@@ -318,6 +328,19 @@ class Node:
         """Whether this node re-syncs after a long absence (RFC 0015 §4): it
         serves no reads of its own replica until a round brings it in touch."""
         return self.antientropy is not None and self.antientropy.resyncing()
+
+    def _add_status_sections(self, coordinator: Coordinator, mover: SlotMover,
+                             antientropy: AntiEntropy, scrubber: Scrubber,
+                             purger: TombstonePurger) -> None:
+        """The services whose counters `GET /api/v1/status` reports, one line each."""
+        sections = self.status_sections
+        sections.add("anti_entropy", antientropy.progress)
+        sections.add("read_repair", lambda: coordinator.stats()["read_repair"])
+        sections.add("verify", lambda: dataclasses.asdict(self.store.verify_stats))
+        sections.add("movement", mover.progress)
+        sections.add("scrub", scrubber.stats)
+        sections.add("gc", self.store.gc_stats)
+        sections.add("tombstones", purger.progress)
 
     def _log_exposure(self) -> None:
         """Say once, at start, what is open to anyone who reaches the port."""

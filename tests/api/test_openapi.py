@@ -13,6 +13,7 @@ ROUTES = {
     "/api/v1/nodes": {"get"},
     "/api/v1/cluster": {"get"},
     "/api/v1/slots/resolve": {"get"},
+    "/api/v1/status": {"get"},
     "/api/v1/openapi.json": {"get"},
 }
 

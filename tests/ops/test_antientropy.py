@@ -73,6 +73,14 @@ async def test_a_replica_that_was_down_converges_in_one_round(tmp_path: Path,
         stats = node.antientropy.stats
         moved = stats.heads_pulled if runner == "node-3" else stats.heads_pushed
         assert moved == 30 + 4, stats  # the new objects and the tombstones
+        # one part per 5000-byte object, three per 2-part+3 one, none inline
+        parts, sent = ((stats.parts_pulled, stats.bytes_pulled) if runner == "node-3"
+                       else (stats.parts_pushed, stats.bytes_pushed))
+        assert parts == 10 * 1 + 10 * 3, stats
+        assert sent == stats.bytes_moved == sum(len(_body(i)) for i in range(30)), stats
+        # the public status reports the same counters
+        status = (await client.get(node.url + "/api/v1/status")).json()
+        assert status["anti_entropy"] == node.antientropy.progress()
         # a second round finds nothing to do
         before = (stats.slots_differing, stats.heads_pulled, stats.heads_pushed)
         assert await node.antientropy.round()

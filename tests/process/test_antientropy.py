@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs  # schemathesis's validator
 import pytest
 import trio
 from process_harness import (
@@ -30,6 +31,7 @@ from process_harness import (
     write_key,
 )
 
+from rimio.api.openapi import status_schema
 from rimio.cluster.peers import PeerClient
 from rimio.config import load_keyring
 
@@ -108,6 +110,12 @@ def test_a_restarted_node_catches_up_alone(tmp_path: Path, rimio_pool: ProcessPo
 
     wait_until(caught_up, 60, "node-3's anti-entropy completes a round")
     assert time.monotonic() - restarted < 60
+    # the public status says the same, to anyone holding a token (none here)
+    status = http.get(f"{nodes[2].url}/api/v1/status").json()
+    jsonschema_rs.validate(status_schema(), status)
+    ae = status["anti_entropy"]
+    assert ae["last_full_round"] is not None and ae["last_full_round"] <= status["time"]
+    assert ae["heads_pulled"] > 0 and ae["parts_pulled"] > 0 and ae["bytes_pulled"] > 0
 
     for proc in procs[:2]:
         proc.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from rimio.api.dispatch import NodeApp
 from rimio.api.errors import install_error_handlers
 from rimio.api.internal import internal_routes
 from rimio.api.public import public_routes
+from rimio.api.status import StatusHead, StatusSections, node_status
 from rimio.config import ClusterConfig
 from rimio.core.frames import Status
 from rimio.core.keyring import KeyRing
@@ -54,6 +56,12 @@ class NodeView:
     # The scrubber's counters (None: the node runs none).
     scrub: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # `GET /api/v1/status`: the sections' providers, the clocks, and when the
+    # node started (on `monotonic`)
+    status_sections: StatusSections = field(default_factory=StatusSections)
+    wall_clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def cluster_name(self) -> str:
@@ -100,6 +108,17 @@ class NodeView:
         if self.scrub is not None:
             stats["scrub"] = self.scrub()
         return stats
+
+    def status(self) -> dict[str, Any]:
+        """`GET /api/v1/status`: this node's own state and its services'
+        counters (`rimio.api.status`, RFC 0018)."""
+        layout = self.layout.current
+        head = StatusHead(node_id=self.node_id, cluster=self.cluster.name,
+                          time=self.wall_clock(),
+                          uptime_seconds=max(0.0, self.monotonic() - self.started),
+                          layout_version=layout.version,
+                          slots_held=len(layout.held_by(self.node_id)))
+        return node_status(head, self.status_sections)
 
     def cluster_state(self) -> dict[str, Any]:
         """`GET /api/v1/cluster`: the layout's version, R and W, and how many

@@ -203,6 +203,86 @@ def _simple(operation_id: str, summary: str, schema: dict[str, Any],
     }}
 
 
+def _counters(description: str, *names: str, **others: Any) -> dict[str, Any]:
+    """A status section: counters (integers from 0) named `names`, and `others`."""
+    props = {n: _INT for n in names} | others
+    return {"type": "object", "description": description, "required": sorted(props),
+            "properties": props}
+
+
+_NULL_STR = {"type": ["string", "null"]}
+_SECONDS = {"type": "number"}
+
+
+def status_schema() -> dict[str, Any]:
+    """`GET /api/v1/status` (RFC 0018). The head is always there; a section is
+    there when the node runs the service behind it."""
+    return {
+        "type": "object",
+        "required": ["node_id", "cluster", "time", "uptime_seconds", "layout_version",
+                     "slots_held", "unavailable"],
+        "properties": {
+            "node_id": _STR, "cluster": _STR,
+            "time": {"type": "number", "description": "The node's wall clock (seconds since "
+                     "1970) when it made this answer: compare the other times with it."},
+            "uptime_seconds": {"type": "number", "minimum": 0},
+            "layout_version": _INT,
+            "slots_held": {"type": "integer", "minimum": 0,
+                           "description": "Slot replicas the layout gives this node."},
+            "anti_entropy": _counters(
+                "Digest comparison with the other holders of this node's slots (RFC 0014). "
+                "`backlog`: slots found differing with the peer being compared and not yet "
+                "repaired. `last_full_round`: when the last round that compared every peer "
+                "without a failure ended (null: none yet). Pulled: repaired here from a "
+                "peer; pushed: repaired on a peer from here.",
+                "rounds", "slots_compared", "slots_differing", "heads_pulled", "heads_pushed",
+                "parts_pulled", "parts_pushed", "bytes_pulled", "bytes_pushed", "bytes_moved",
+                "failures",
+                "stale_forgotten",
+                backlog={"type": "integer"}, last_full_round={"type": ["number", "null"]},
+                last_round_seconds=_SECONDS, last_error=_NULL_STR,
+                last_contact={"type": ["number", "null"]}, resyncing={"type": "boolean"}),
+            "read_repair": _counters(
+                "Replicas a read found behind, brought up to date in the background; "
+                "`refetched`: lost parts (corrupt, missing) sent to be fetched again.",
+                "repaired", "failed", "skipped", "refetched"),
+            "verify": _counters(
+                "Part files checked against their sha256 as they were read (RFC 0013), "
+                "those that failed, and those quarantined.",
+                "verified_parts", "errors", "quarantined"),
+            "movement": _counters(
+                "Slot movement after a layout change: what was copied in and dropped, "
+                "and the backlog (`to_copy`, `to_drop`) after the last pass.",
+                "slots_copied", "slots_dropped", "slots_swept", "heads_copied",
+                "bytes_copied", "slot_failures", "passes", "to_copy", "to_drop",
+                last_error=_NULL_STR),
+            "scrub": _counters(
+                "The background re-hashing of part files (RFC 0017): parts and bytes "
+                "checked, those found corrupt or missing, those fetched again from a "
+                "replica and those no replica could give; `last_pass`: when the last "
+                "complete pass ended (null: none yet).",
+                "parts_checked", "bytes_checked", "corrupt", "missing", "refetched",
+                "refetch_failed", "passes", last_pass={"type": ["number", "null"]}),
+            "gc": _counters(
+                "Garbage collection (RFC 0016): superseded heads and orphan files removed, "
+                "files unlinked and bytes freed, write results expired, journal entries "
+                "finished at start, orphans being watched; `last_sweep`: when the last "
+                "sweep ended (0: none yet).",
+                "superseded_removed", "orphans_removed", "files_unlinked", "bytes_freed",
+                "write_results_expired", "journal_replayed", "orphans_watched", "sweeps",
+                last_sweep=_SECONDS),
+            "tombstones": _counters(
+                "Tombstone purging (RFC 0015): passes, tombstones purged from every replica "
+                "of their slot, slots whose purge waited for a holder; `last_pass`: when "
+                "the last pass ended (null: none yet).",
+                "passes", "purged", "deferred", last_pass={"type": ["number", "null"]}),
+            "unavailable": {"type": "object", "additionalProperties": _STR,
+                            "description": "Sections left out because reading their "
+                            "counters failed, each with the error."},
+        },
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The document, built once."""
@@ -233,6 +313,10 @@ def openapi_document() -> dict[str, Any]:
                 "cluster", "The layout this node follows: its version, R and W, and how "
                 "many slots still move (0 once every slot sits where the layout wants it).",
                 cluster),
+            "/api/v1/status": _simple(
+                "status", "This node's state and its background work: uptime, layout "
+                "version, slots held, and the counters of anti-entropy, read repair, "
+                "verified reads, slot movement, scrub and GC (RFC 0018).", status_schema()),
             "/api/v1/slots/resolve": _simple(
                 "resolveSlot", "Where a path is placed.", placement,
                 [_param("path", "query", "An object path.", _STR, required=True)], 400),

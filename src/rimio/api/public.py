@@ -25,6 +25,7 @@ class PublicNode(Protocol):
     def objects(self) -> ObjectService: ...
     def nodes(self) -> list[dict[str, Any]]: ...
     def cluster_state(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...
 
 
 class NodeHandlers:
@@ -42,6 +43,9 @@ class NodeHandlers:
 
     async def cluster(self) -> Response:
         return json_response(self._node.cluster_state())
+
+    async def status(self) -> Response:
+        return json_response(self._node.status())
 
     async def resolve(self) -> Response:
         path = request.args.get("path")
@@ -63,6 +67,7 @@ def public_routes(node: PublicNode) -> Blueprint:
     bp.add_url_rule("/api/v1/healthz", "healthz", handlers.healthz, methods=["GET"])
     bp.add_url_rule("/api/v1/nodes", "nodes", handlers.nodes, methods=["GET"])
     bp.add_url_rule("/api/v1/cluster", "cluster", handlers.cluster, methods=["GET"])
+    bp.add_url_rule("/api/v1/status", "status", handlers.status, methods=["GET"])
     bp.add_url_rule("/api/v1/slots/resolve", "resolve", handlers.resolve, methods=["GET"])
     bp.add_url_rule(OPENAPI_PATH, "openapi", openapi, methods=["GET"])
     bp.register_blueprint(BlobHandlers(node.objects).blueprint())

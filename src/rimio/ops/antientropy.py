@@ -38,6 +38,7 @@ from rimio.core.absence import Absence, held_by_none
 from rimio.core.digest import EMPTY, FANOUT, HeadKey, differing, reconcile
 from rimio.core.layout import Layout
 from rimio.core.pacing import ByteRate
+from rimio.core.repair_order import visit_order
 from rimio.ops.coordination import Coordination, log
 from rimio.ops.quorum_read import CoordinatedObject
 from rimio.ops.read_repair import repair_replica
@@ -53,8 +54,9 @@ class LayoutView(Protocol):
 class AntiEntropySettings:
     # a round starts at least this often (seconds); 0 turns the loop off
     interval: float = 60.0
-    # slots compared and repaired at once, with one peer
-    slot_concurrency: int = 4
+    # slots compared and repaired at once, with one peer (1: gentle on clients,
+    # see RepairConfig)
+    slot_concurrency: int = 1
     # repair rate: bytes per second on average, and the burst allowed
     bytes_per_second: float = 32 * 1024 * 1024
     burst_bytes: float = 8 * 1024 * 1024
@@ -72,6 +74,12 @@ class AntiEntropyStats:
     slots_differing: int = 0
     heads_pulled: int = 0
     heads_pushed: int = 0
+    # part files written by a repair (an inline object has none), each way
+    parts_pulled: int = 0
+    parts_pushed: int = 0
+    # object bytes repaired, each way, and in all
+    bytes_pulled: int = 0
+    bytes_pushed: int = 0
     bytes_moved: int = 0
     failures: int = 0
     # slots found differing in the current round and not repaired yet
@@ -236,7 +244,8 @@ class AntiEntropy:
         remote = self._ctx.replica_for(peer)
         tops = await self._local.digest_tops()
         theirs = await remote.digest_tops()
-        todo = [s for s in shared if tops.get(s, EMPTY) != theirs.get(s, EMPTY)]
+        todo = visit_order(self._me, (s for s in shared
+                                      if tops.get(s, EMPTY) != theirs.get(s, EMPTY)))
         lacking: dict[int, set[str]] = {}
         if missing is not None:
             for slot in shared:
@@ -325,8 +334,16 @@ class AntiEntropy:
         answer = await self._ctx.replica_for(source).get_head(slot, path)
         if answer.head is None:  # gone since the listing (dropped): nothing to give
             return
-        sent = await repair_replica(self._ctx, target,
-                                    CoordinatedObject(answer.head, (source,), False))
+        head = answer.head
+        sent = await repair_replica(self._ctx, target, CoordinatedObject(head, (source,), False))
+        parts = (head.part_count if not head.deleted
+                 and head.size_bytes > self._ctx.settings.inline_max_bytes else 0)
+        if target == self._me:
+            self.stats.parts_pulled += parts
+            self.stats.bytes_pulled += sent
+        else:
+            self.stats.parts_pushed += parts
+            self.stats.bytes_pushed += sent
         self.stats.bytes_moved += sent
         wait = self._rate.take(self._clock(), sent)
         if wait > 0 and math.isfinite(wait):
