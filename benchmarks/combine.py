@@ -5,7 +5,9 @@ Run by `nox -s bench` after `bench_single_node.py` (-> benchmarks/single-node.md
 (-> benchmarks/membership/results.md), `bench_digest.py`
 (-> benchmarks/digest.md) and `bench_healing.py` (-> benchmarks/healing.md);
 benchmarks/layout.md holds the before/after figures of `bench_layout.py`,
-written by hand (a run measures one version of the code). A report that is missing is named as
+written by hand (a run measures one version of the code), as do
+benchmarks/verified-reads.md (`verified_reads.py`) and benchmarks/scrub.md
+(`bench_scrub.py`). A report that is missing is named as
 missing, never replaced by older figures.
 """
 
@@ -20,6 +22,8 @@ PARTS = [
     ("Layout (issue 7)", HERE / "layout.md"),
     ("Anti-entropy (issue 8)", HERE / "digest.md"),
     ("Client latency while healing (issue 8)", HERE / "healing.md"),
+    ("Verified reads (issue 8)", HERE / "verified-reads.md"),
+    ("Scrub (issue 8)", HERE / "scrub.md"),
     ("Membership, simulated (issue 3)", HERE / "membership" / "results.md"),
 ]
 
