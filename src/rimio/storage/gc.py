@@ -37,7 +37,7 @@ import trio
 
 from rimio.core.gc import OrphanWatch, SteadyWall, Watermarks
 from rimio.core.pacing import ByteRate
-from rimio.storage.meta import SlotMeta, group_file
+from rimio.storage.meta import SlotMeta, group_file, slot_dirs
 from rimio.storage.parts import prune_empty_dirs
 from rimio.storage.slot_cache import SlotCache
 
@@ -276,13 +276,7 @@ class Collector:
         return removed
 
     def _slot_dirs(self) -> list[tuple[Path, int]]:
-        found = []
-        for disk in self._disks:
-            with contextlib.suppress(FileNotFoundError):
-                for entry in os.scandir(disk / "slots"):
-                    if entry.is_dir() and entry.name.isascii() and entry.name.isdigit():
-                        found.append((disk, int(entry.name)))
-        return sorted(found)
+        return sorted((disk, slot) for disk in self._disks for slot, _ in slot_dirs(disk))
 
     def _named(self, disk: Path, slot: int) -> set[str]:
         with self._cache.acquire_group(group_file(disk, slot)) as group:

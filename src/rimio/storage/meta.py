@@ -30,6 +30,7 @@ Methods block; the caller runs them in a worker thread and holds the group's `lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -138,6 +139,17 @@ def group_of(slot: int) -> int:
 def group_file(disk: Path, slot: int) -> Path:
     """The database holding the metadata of `slot` when its directory is on `disk`."""
     return disk / META_DIR / f"group-{group_of(slot):02d}.sqlite3"
+
+
+def slot_dirs(disk: Path) -> list[tuple[int, Path]]:
+    """The slot directories under `<disk>/slots` (named by their slot number),
+    by slot; none when there is no such directory."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(disk / "slots"):
+            if entry.is_dir() and entry.name.isascii() and entry.name.isdigit():
+                found.append((int(entry.name), Path(entry.path)))
+    return sorted(found)
 
 # Builds the head of a write once its generation is known, with the answer to
 # record for its write id.
@@ -665,17 +677,19 @@ class SlotMeta:
               p.size_bytes, p.local_path, p.data if p.inline else None, p.compression,
               p.stored_bytes, now) for p in parts],
         )
-        self._update_digests(head.path, current, head)
+        self._update_digests(head.path, current.sha256 if current is not None else None,
+                             head.sha256)
 
     # -- digests (RFC 0014) ----------------------------------------------------
 
-    def _update_digests(self, path: str, old: Head | None, new: Head | None) -> None:
-        """XOR the replaced head's token out of its slotlet's digest and the
-        slot's, and the new head's in (inside the caller's transaction); `new`
-        None: the path's head is forgotten (a purge, RFC 0015)."""
-        change = token_of(path, new.sha256) if new is not None else EMPTY
-        if old is not None:
-            change = xor(change, token_of(path, old.sha256))
+    def _update_digests(self, path: str, old_sha: str | None, new_sha: str | None) -> None:
+        """XOR the token of the replaced head (hash `old_sha`) out of its
+        slotlet's digest and the slot's, and the new head's in (inside the
+        caller's transaction); `new_sha` None: the path's head is forgotten
+        (a purge, RFC 0015)."""
+        change = token_of(path, new_sha) if new_sha is not None else EMPTY
+        if old_sha is not None:
+            change = xor(change, token_of(path, old_sha))
         if change == EMPTY:
             return
         for slotlet in (slotlet_of(path), SLOTLETS):
@@ -925,20 +939,23 @@ class SlotMeta:
             "ORDER BY path LIMIT ?", (self.slot_id, before, limit)).fetchall()
         return {r[0]: HeadKey(int(r[1]), True, r[2]) for r in rows}
 
+    def _current_key(self, path: str) -> tuple[HeadKey, float] | None:
+        """The head order key of the current head of `path`, and when it was
+        installed here (wall seconds)."""
+        row = self._db.execute(
+            "SELECT generation, entry_kind, head_sha256, created_at FROM file_entries "
+            "WHERE path = ? AND slot_id = ? AND is_current = 1", (path, self.slot_id)).fetchone()
+        if row is None:
+            return None
+        return HeadKey(int(row[0]), row[1] == "tombstone", row[2]), float(row[3])
+
     def held(self, keys: Mapping[str, HeadKey]) -> set[str]:
         """The paths of `keys` whose current head here is exactly that head."""
-        found = set()
-        for path, key in keys.items():
-            row = self._db.execute(
-                "SELECT generation, entry_kind, head_sha256 FROM file_entries "
-                "WHERE path = ? AND slot_id = ? AND is_current = 1",
-                (path, self.slot_id)).fetchone()
-            if row is not None and HeadKey(int(row[0]), row[1] == "tombstone", row[2]) == key:
-                found.add(path)
-        return found
+        return {path for path, key in keys.items()
+                if (current := self._current_key(path)) is not None and current[0] == key}
 
     def forget_current(self, keys: Mapping[str, HeadKey], *, tombstones_only: bool,
-                       installed_before: float | None = None, now: float = 0.0) -> set[str]:
+                       installed_before: float | None = None) -> set[str]:
         """Forget the current head of each path of `keys` that is exactly that
         head (a tombstone, with `tombstones_only`; installed here before
         `installed_before`, when given), with its part rows, in one
@@ -952,21 +969,17 @@ class SlotMeta:
             for path, key in keys.items():
                 if tombstones_only and not key.deleted:
                     continue
-                head = self.current_head(path)
-                if head is None or HeadKey(head.generation, head.deleted, head.sha256) != key:
+                current = self._current_key(path)
+                if current is None or current[0] != key:
                     continue
-                if installed_before is not None:
-                    row = db.execute(
-                        "SELECT created_at FROM file_entries WHERE path = ? AND slot_id = ? "
-                        "AND is_current = 1", (path, self.slot_id)).fetchone()
-                    if row is None or float(row[0]) >= installed_before:
-                        continue
-                db.execute(
-                    "UPDATE file_entries SET is_current = 0, superseded_at = ? "
-                    "WHERE path = ? AND slot_id = ? AND is_current = 1",
-                    (now, path, self.slot_id))
-                self.doom_in_transaction(path, head.generation, head.sha256)
-                self._update_digests(path, head, None)
+                if installed_before is not None and current[1] >= installed_before:
+                    continue
+                # no longer current, so that its rows go like a collected head's
+                db.execute("UPDATE file_entries SET is_current = 0 "
+                           "WHERE path = ? AND slot_id = ? AND is_current = 1",
+                           (path, self.slot_id))
+                self.doom_in_transaction(path, key.generation, key.sha256)
+                self._update_digests(path, key.sha256, None)
                 forgotten.add(path)
             db.execute("COMMIT")
         except BaseException:

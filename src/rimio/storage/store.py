@@ -70,7 +70,15 @@ from rimio.storage.compression import DEFAULT_LEVEL, NONE, CompressionPolicy, Pa
 from rimio.storage.contact import read_contact, write_contact
 from rimio.storage.disk import check_disk_usable
 from rimio.storage.gc import Collector, GcPolicy, HeadId, ReadLeases
-from rimio.storage.meta import GROUPS, META_DIR, GroupMeta, PendingWrite, SlotMeta, group_file
+from rimio.storage.meta import (
+    GROUPS,
+    META_DIR,
+    GroupMeta,
+    PendingWrite,
+    SlotMeta,
+    group_file,
+    slot_dirs,
+)
 from rimio.storage.migrate import has_legacy, migrate_slot
 from rimio.storage.parts import (
     DURABLE_DIRS,
@@ -214,11 +222,9 @@ class LocalStore:
                 raise ConfigError(f"disk {disk} is not writable: {exc.strerror or exc}") from None
         for disk in self._disks:
             clear_restoring(disk)  # restores a crash cut short (RFC 0017)
-            for entry in os.scandir(disk / "slots"):
-                if entry.is_dir() and entry.name.isascii() and entry.name.isdigit():
-                    slot = int(entry.name)
-                    if slot < self.total_slots and slot not in self._slot_dirs:
-                        self._slot_dirs[slot] = Path(entry.path)
+            for slot, slot_dir in slot_dirs(disk):
+                if slot < self.total_slots and slot not in self._slot_dirs:
+                    self._slot_dirs[slot] = slot_dir
         for slot, slot_dir in sorted(self._slot_dirs.items()):
             if has_legacy(slot_dir):
                 with self._cache.acquire_group(self.group_path(slot)) as group:
@@ -1121,7 +1127,7 @@ class LocalStore:
 
         def run(meta: SlotMeta) -> set[str]:
             return meta.forget_current(keys, tombstones_only=tombstones_only,
-                                       installed_before=installed_before, now=time.time())
+                                       installed_before=installed_before)
 
         forgotten = await self._with_slot(slot, run)
         for path in forgotten:
