@@ -158,7 +158,7 @@ async def run(n: int, differ: int, root: Path) -> dict[str, Any]:
             return counting["a"].bytes + counting["c"].bytes
 
         wall, cpu = time.perf_counter(), time.process_time()
-        assert await ae.sync_peer("a")
+        assert (await ae.sync_peer("a")).repaired
         round_wall, round_cpu = time.perf_counter() - wall, time.process_time() - cpu
         exchanged = digest_bytes()
         assert await _heads(replicas["c"]) == await _heads(replicas["a"]), "did not converge"
@@ -167,7 +167,7 @@ async def run(n: int, differ: int, root: Path) -> dict[str, Any]:
 
         before = digest_bytes()
         wall, cpu = time.perf_counter(), time.process_time()
-        assert await ae.sync_peer("a")
+        assert (await ae.sync_peer("a")).repaired
         idle_wall, idle_cpu = time.perf_counter() - wall, time.process_time() - cpu
         idle_bytes = digest_bytes() - before
         return {

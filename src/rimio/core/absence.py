@@ -15,8 +15,9 @@ Pure: the wall-clock time is a parameter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
+
+from rimio.core.digest import HeadKey
 
 
 @dataclass(slots=True)
@@ -44,10 +45,26 @@ class Absence:
         self.resyncing = False
 
 
-def held_by_none(missing_per_peer: Iterable[set[str]]) -> set[str]:
-    """The paths every peer compared lacks (the intersection; empty when no
-    peer was compared)."""
-    result: set[str] | None = None
-    for missing in missing_per_peer:
-        result = set(missing) if result is None else result & missing
-    return result or set()
+class ResyncFindings:
+    """What a re-sync round learns, slot by slot: for each peer compared,
+    the heads held here (path -> head key) of which that peer has no head."""
+
+    def __init__(self) -> None:
+        self._lacking: dict[int, list[dict[str, HeadKey]]] = {}
+
+    def peer(self, slot: int) -> dict[str, HeadKey]:
+        """A new, empty record of what one more peer compared on `slot`
+        lacks, for the comparison to fill in."""
+        lacking: dict[str, HeadKey] = {}
+        self._lacking.setdefault(slot, []).append(lacking)
+        return lacking
+
+    def held_by_none(self) -> dict[int, dict[str, HeadKey]]:
+        """Per slot, the heads held here that every peer compared lacks (a
+        slot no peer was compared on has none)."""
+        out: dict[int, dict[str, HeadKey]] = {}
+        for slot, per_peer in self._lacking.items():
+            common = set(per_peer[0]).intersection(*per_peer[1:])
+            if common:
+                out[slot] = {p: per_peer[0][p] for p in common}
+        return out

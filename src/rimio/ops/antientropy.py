@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import trio
 
-from rimio.core.absence import Absence, held_by_none
+from rimio.core.absence import Absence, ResyncFindings
 from rimio.core.digest import EMPTY, FANOUT, HeadKey, differing, reconcile
 from rimio.core.layout import Layout
 from rimio.core.pacing import ByteRate
@@ -92,6 +92,14 @@ class AntiEntropyStats:
     stale_forgotten: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PeerSync:
+    """How a comparison with one peer went."""
+
+    compared: bool  # every slot shared with the peer was compared
+    repaired: bool  # and every difference found was repaired
+
+
 class AntiEntropy:
     def __init__(self, ctx: Coordination, layout: LayoutView, local: LocalReplica,
                  settings: AntiEntropySettings | None = None, *,
@@ -112,7 +120,6 @@ class AntiEntropy:
         self._record_contact = record_contact
         self._after_round = after_round
         self._resync_since = 0.0
-        self._peer_compared = False  # set by sync_peer: every slot it shares compared
         self.stats.last_contact = self.absence.last_contact
 
     def resyncing(self) -> bool:
@@ -165,9 +172,7 @@ class AntiEntropy:
             self._resync_since = now
             log.warning("out of touch with the peers since %s: re-syncing before serving",
                         self.absence.last_contact)
-        # re-sync: per slot, per peer compared, the paths held here it lacks
-        missing: dict[int, list[set[str]]] | None = {} if resync else None
-        mine: dict[int, dict[str, HeadKey]] = {}
+        findings = ResyncFindings() if resync else None
         peers = self.peers()
         complete = True
         # in touch: every reachable peer compared (a path that could not be
@@ -178,22 +183,21 @@ class AntiEntropy:
             if not self._ctx.liveness.is_reachable(peer):
                 complete = False
                 continue
-            self._peer_compared = False
             try:
-                ok = await self.sync_peer(peer, missing, mine)
+                result = await self.sync_peer(peer, findings)
             except Exception as exc:
-                ok = False
+                result = PeerSync(compared=False, repaired=False)
                 self._failed(f"with {peer}", exc)
-            complete &= ok
-            failed |= not self._peer_compared
-            compared += self._peer_compared
+            complete &= result.repaired
+            failed |= not result.compared
+            compared += result.compared
         self.stats.rounds += 1
         self.stats.last_round_seconds = self._clock() - started
         if complete:
             self.stats.last_full_round = self._ctx.wall_clock()
         if not failed and (compared or not peers):
-            if missing is not None:
-                await self._forget_stale(missing, mine)
+            if findings is not None:
+                await self._forget_stale(findings)
             await self._in_touch(now)
             if self._after_round is not None and not self.stats.resyncing:
                 await self._after_round()
@@ -208,14 +212,11 @@ class AntiEntropy:
         if self._record_contact is not None:
             await self._record_contact(now)
 
-    async def _forget_stale(self, missing: dict[int, list[set[str]]],
-                            mine: dict[int, dict[str, HeadKey]]) -> None:
+    async def _forget_stale(self, findings: ResyncFindings) -> None:
         """After a re-sync round: forget the heads held here since before the
         re-sync that no peer compared holds."""
-        for slot, per_peer in sorted(missing.items()):
-            stale = held_by_none(per_peer)
-            keys = {p: mine[slot][p] for p in stale if p in mine.get(slot, {})}
-            if keys and self._settled(slot, self._me):
+        for slot, keys in sorted(findings.held_by_none().items()):
+            if self._settled(slot, self._me):
                 forgotten = await self._local.forget_stale(slot, keys, self._resync_since)
                 self.stats.stale_forgotten += len(forgotten)
                 if forgotten:
@@ -231,25 +232,20 @@ class AntiEntropy:
         holders = layout.holders(slot)
         return not layout.moving(slot) and all(n in holders for n in nodes)
 
-    async def sync_peer(self, peer: str, missing: dict[int, list[set[str]]] | None = None,
-                        mine: dict[int, dict[str, HeadKey]] | None = None) -> bool:
+    async def sync_peer(self, peer: str, findings: ResyncFindings | None = None) -> PeerSync:
         """Compare every settled slot both hold with `peer` and repair what
-        differs. With `missing` (a re-sync), push nothing: record per slot
-        the paths held here that `peer` lacks (and their keys in `mine`)."""
+        differs. With `findings` (a re-sync), push nothing: record there, per
+        slot, the heads held here that `peer` lacks."""
         layout = self._layout.current
         shared = sorted(s for s in layout.held_by(self._me) if self._settled(s, self._me, peer))
         if not shared:
-            self._peer_compared = True
-            return True
+            return PeerSync(compared=True, repaired=True)
         remote = self._ctx.replica_for(peer)
         tops = await self._local.digest_tops()
         theirs = await remote.digest_tops()
         todo = visit_order(self._me, (s for s in shared
                                       if tops.get(s, EMPTY) != theirs.get(s, EMPTY)))
-        lacking: dict[int, set[str]] = {}
-        if missing is not None:
-            for slot in shared:
-                missing.setdefault(slot, []).append(lacking.setdefault(slot, set()))
+        lacking = {slot: findings.peer(slot) for slot in shared} if findings is not None else {}
         self.stats.slots_compared += len(shared)
         self.stats.slots_differing += len(todo)
         self.stats.backlog = len(todo)
@@ -261,11 +257,7 @@ class AntiEntropy:
             nonlocal failures, broken
             async with limit:
                 try:
-                    if missing is None:
-                        failures += await self.sync_slot(peer, slot)
-                    else:
-                        keys = (mine if mine is not None else {}).setdefault(slot, {})
-                        failures += await self.sync_slot(peer, slot, lacking[slot], keys)
+                    failures += await self.sync_slot(peer, slot, lacking.get(slot))
                 except Exception as exc:
                     failures += 1
                     broken += 1
@@ -276,11 +268,10 @@ class AntiEntropy:
         async with trio.open_nursery() as nursery:
             for slot in todo:
                 nursery.start_soon(one, slot)
-        self._peer_compared = broken == 0
-        return failures == 0
+        return PeerSync(compared=broken == 0, repaired=failures == 0)
 
-    async def sync_slot(self, peer: str, slot: int, lacking: set[str] | None = None,
-                        mine_keys: dict[str, HeadKey] | None = None) -> int:
+    async def sync_slot(self, peer: str, slot: int,
+                        lacking: dict[str, HeadKey] | None = None) -> int:
         """Find the paths of `slot` whose heads differ between here and `peer`,
         and give each side the winner; the number of paths that could not be
         repaired. A path that fails (its source's copy is damaged or gone, a
@@ -289,8 +280,8 @@ class AntiEntropy:
         repaired after it behind (found by tests/sim/test_divergence.py: a
         path whose only copy was corrupt kept the rest of its slot
         unreplicated). With `lacking` (a re-sync), take the peer's winners
-        only, and add to `lacking` the paths held here that the peer has no
-        head of (their keys to `mine_keys`)."""
+        only, and add to `lacking` the heads held here of whose path the peer
+        has no head."""
         remote = self._ctx.replica_for(peer)
         my_groups = await self._local.digest_groups(slot)
         groups = differing(my_groups, await remote.digest_groups(slot))
@@ -307,10 +298,7 @@ class AntiEntropy:
         plan = reconcile(here, there)
         moves = [(path, peer, self._me) for path in plan.pull]
         if lacking is not None:
-            gone = {p for p in plan.push if p not in there}
-            lacking |= gone
-            if mine_keys is not None:
-                mine_keys.update((p, here[p]) for p in gone)
+            lacking.update((p, here[p]) for p in plan.push if p not in there)
         else:
             moves += [(path, self._me, peer) for path in plan.push]
         failures = 0
