@@ -47,17 +47,10 @@ class NodeView:
     max_frame_size: int = 1 << 20
     # This node's replica for the replica protocol's routes (None: not served).
     replicas: ReplicaService | None = None
-    # Slot movement's progress (None: the node runs no mover).
-    movement: Callable[[], dict[str, Any]] | None = None
-    # Anti-entropy's counters (None: the node runs none).
-    anti_entropy: Callable[[], dict[str, Any]] | None = None
-    # Tombstone purging's counters (RFC 0015).
-    tombstones: Callable[[], dict[str, Any]] | None = None
-    # The scrubber's counters (None: the node runs none).
-    scrub: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # `GET /api/v1/status`: the sections' providers, the clocks, and when the
-    # node started (on `monotonic`)
+    # The counters of the services the node runs (`GET /api/v1/status` and
+    # `GET /internal/v1/stats`), the clocks, and when the node started (on
+    # `monotonic`)
     status_sections: StatusSections = field(default_factory=StatusSections)
     wall_clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
@@ -88,25 +81,15 @@ class NodeView:
         return out
 
     def node_stats(self) -> dict[str, Any]:
-        """`GET /internal/v1/stats`: the storage engine's counters and, when
-        the node moves slots, `movement` (slots copied and dropped, heads and
-        bytes copied, the backlog), `read_repair` (repairs done, failed,
-        skipped, and lost parts sent to fetch again) when it coordinates, and
-        `anti_entropy` (rounds, the time of the last full round, slots
-        differing, heads pulled and pushed, bytes moved, failures, the
-        backlog), and `scrub` (parts and bytes checked, corrupt, missing,
-        refetched, refetch_failed, last_pass, passes; RFC 0017)."""
+        """`GET /internal/v1/stats`: the storage engine's counters, the
+        coordinator's (`read_repair`) when it coordinates, and the section of
+        every service the node runs, as `GET /api/v1/status` reports them
+        (`movement`, `anti_entropy`, `scrub`, `gc`, `tombstones`, ...; RFC 0018)."""
         stats = self.objects.storage_stats()
         if self.objects.coordinator is not None:
             stats.update(self.objects.coordinator.stats())
-        if self.movement is not None:
-            stats["movement"] = self.movement()
-        if self.anti_entropy is not None:
-            stats["anti_entropy"] = self.anti_entropy()
-        if self.tombstones is not None:
-            stats["tombstones"] = self.tombstones()
-        if self.scrub is not None:
-            stats["scrub"] = self.scrub()
+        sections, _failed = self.status_sections.collect()
+        stats.update(sections)
         return stats
 
     def status(self) -> dict[str, Any]:
