@@ -16,7 +16,6 @@ from rimio.config import StorageConfig
 from rimio.core.frames import Status
 from rimio.core.layout import Layout, Role
 from rimio.core.slots import slot_for_path
-from rimio.net.http import signed_headers
 from rimio.node import Node
 from rimio.testing import LocalCluster
 
@@ -138,8 +137,7 @@ async def test_join_moves_a_quarter_and_loses_no_write(tmp_path: Path) -> None:
                 checked += 1
         assert checked > 0
         assert new.mover is not None
-        stats = (await client.get(f"{new.url}/internal/v1/stats",
-                                  headers=_signed(c, new, "/internal/v1/stats"))).json()
+        stats = await c.internal_stats(new.node_id)
         assert stats["movement"]["slots_copied"] == len(held)
         assert stats["movement"]["to_copy"] == 0 and stats["movement"]["heads_copied"] > 0
         # the founders gave up exactly the slots node-4 took, and keep no data of them
@@ -147,12 +145,6 @@ async def test_join_moves_a_quarter_and_loses_no_write(tmp_path: Path) -> None:
             for slot in range(SLOTS):
                 if node.node_id not in layout.holders(slot):
                     assert await _local_heads(node, slot) == {}
-
-
-def _signed(c: LocalCluster, node: Node, target: str) -> dict[str, str]:
-    keyring = c.cluster.keyring()
-    assert keyring is not None
-    return signed_headers(keyring, "GET", target, b"", destination=node.node_id)
 
 
 async def test_decommission_empties_the_node(tmp_path: Path) -> None:

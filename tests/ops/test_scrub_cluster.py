@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +20,6 @@ from rimio.config import RepairConfig, StorageConfig
 from rimio.core.frames import Status
 from rimio.core.replica import PartMissing, ReplicaUnavailable, RestoreUnsupported
 from rimio.core.slots import slot_for_path
-from rimio.net.http import signed_headers
 from rimio.node import Node
 from rimio.storage.store import StoredObject
 from rimio.testing import LocalCluster
@@ -56,15 +54,6 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[i:i + 5000]
 
 
-async def _stats(client: httpx.AsyncClient, c: LocalCluster, node: Node) -> dict[str, Any]:
-    keyring = c.cluster.keyring()
-    assert keyring is not None
-    target = "/internal/v1/stats"
-    headers = signed_headers(keyring, "GET", target, b"", destination=node.node_id)
-    answer: dict[str, Any] = (await client.get(f"{node.url}{target}", headers=headers)).json()
-    return answer
-
-
 async def test_a_pass_heals_a_node_that_then_serves_alone(tmp_path: Path) -> None:
     async with LocalCluster(tmp_path, 3, transport="memory", replicas=3, total_slots=SLOTS,
                             storage=STORAGE, repair=NO_SCRUB) as c, \
@@ -81,7 +70,7 @@ async def test_a_pass_heals_a_node_that_then_serves_alone(tmp_path: Path) -> Non
         os.unlink(await _file(bad, "s/one", 0))
         assert bad.scrubber is not None
         await bad.scrubber.scrub_pass()
-        stats = (await _stats(client, c, bad))["scrub"]
+        stats = (await c.internal_stats(bad.node_id))["scrub"]
         assert (stats["corrupt"], stats["missing"], stats["refetched"],
                 stats["refetch_failed"], stats["passes"]) == (1, 1, 2, 0, 1)
         assert stats["parts_checked"] == 4 + 1 + 1 and stats["last_pass"] is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from rimio.config import StorageConfig
 from rimio.core.frames import Status
 from rimio.core.slots import slot_for_path
-from rimio.net.http import signed_headers
 from rimio.node import Node
 from rimio.storage.verify import QUARANTINE_DIR, VERIFY_BUFFER_BYTES
 from rimio.testing import LocalCluster
@@ -40,15 +38,6 @@ async def _part_file(node: Node, path: str, index: int) -> Path:
     local = obj.parts[index].local_path
     assert local is not None
     return obj.slot_dir / local
-
-
-async def _stats(client: httpx.AsyncClient, c: LocalCluster, node: Node) -> dict[str, Any]:
-    keyring = c.cluster.keyring()
-    assert keyring is not None
-    target = "/internal/v1/stats"
-    headers = signed_headers(keyring, "GET", target, b"", destination=node.node_id)
-    answer: dict[str, Any] = (await client.get(f"{node.url}{target}", headers=headers)).json()
-    return answer
 
 
 def _quarantined(node: Node) -> list[Path]:
@@ -85,7 +74,7 @@ async def test_one_node_never_answers_200_with_a_corrupt_body(tmp_path: Path) ->
                     got += chunk
         assert len(got) < len(large) and bytes(got) == large[:len(got)]
         assert len(_quarantined(node)) == 3
-        stats = await _stats(client, c, node)
+        stats = await c.internal_stats(node.node_id)
         assert stats["verify"]["errors"] == 3 and stats["verify"]["quarantined"] == 3
 
 
@@ -112,7 +101,7 @@ async def test_three_replicas_serve_a_good_copy_and_heal_the_bad_one(tmp_path: P
         assert evidence.name == file.name
         # fetched again from a good replica, in the background
         await c.wait_for(lambda: file.exists() and file.read_bytes() == good, within=10)
-        stats = await _stats(client, c, bad)
+        stats = await c.internal_stats(bad.node_id)
         assert stats["read_repair"]["refetched"] >= 1 and stats["verify"]["quarantined"] == 1
         # the healed copy serves alone
         for other in nodes:

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import trio
 
 from rimio.config import (
@@ -44,7 +45,7 @@ from rimio.config import (
 )
 from rimio.core.frames import Status
 from rimio.core.keyring import KeyRing
-from rimio.net.http import HttpTransport
+from rimio.net.http import HttpTransport, signed_headers
 from rimio.net.sim import LinkProfile, partition_links
 from rimio.net.transport import Receiver, Transport, TransportError
 from rimio.node import Node
@@ -375,6 +376,17 @@ class LocalCluster:
             if any(view.get(n) is not s for n, s in statuses.items() if n != obs):
                 return False
         return True
+
+    async def internal_stats(self, node_id: str) -> dict[str, Any]:
+        """`GET /internal/v1/stats` of a running node, signed with the cluster key."""
+        node = self.nodes[node_id]
+        target = "/internal/v1/stats"
+        headers = signed_headers(self.cluster.keyring(), "GET", target, b"",
+                                 destination=node_id)
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer: dict[str, Any] = (await client.get(node.url + target,
+                                                       headers=headers)).json()
+        return answer
 
     async def wait_for(self, predicate: Callable[[], bool], within: float,
                        interval: float = 0.05) -> None:
